@@ -1,0 +1,64 @@
+# dp-lakehouse: every target bootstraps what it needs from a clean clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+JARS := .jars
+AZURITE_DIR := .azurite
+AZURITE_PID := $(AZURITE_DIR)/azurite.pid
+# Spark's Python workers must run the venv's interpreter (pipeline_dp lives there).
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: setup run test bench bench-smoke azurite azurite-stop lint clean distclean
+
+setup: $(VENV)/.installed $(JARS)/manifest.json node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
+	touch $@
+
+# Delta and hadoop-azure jars, resolved once from Maven Central by Spark's own resolver into a
+# project-local Ivy cache; later sessions load them from disk and start offline.
+$(JARS)/manifest.json: $(VENV)/.installed
+	$(BIN)/python -m lakehouse.jars --dest $(JARS)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.installed $(JARS)/manifest.json
+	$(BIN)/lakehouse run --generate-if-empty 100000 --show
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+azurite: node_modules/.installed
+	@mkdir -p $(AZURITE_DIR)
+	@if [ -f $(AZURITE_PID) ] && kill -0 $$(cat $(AZURITE_PID)) 2>/dev/null; then \
+		echo "azurite already running (pid $$(cat $(AZURITE_PID)))"; \
+	else \
+		nohup node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort 10000 \
+			--location $(AZURITE_DIR) --skipApiVersionCheck --disableTelemetry --loose \
+			> $(AZURITE_DIR)/azurite.log 2>&1 & echo $$! > $(AZURITE_PID); \
+		echo "azurite started (pid $$(cat $(AZURITE_PID)), blob endpoint http://127.0.0.1:10000/devstoreaccount1)"; \
+	fi
+
+azurite-stop:
+	@if [ -f $(AZURITE_PID) ]; then kill $$(cat $(AZURITE_PID)) 2>/dev/null || true; rm -f $(AZURITE_PID); echo "azurite stopped"; \
+	else echo "azurite not running"; fi
+
+lint: setup
+	$(BIN)/hadolint Dockerfile
+	shellcheck deploy/*.sh .ci/run
+
+clean:
+	rm -rf lakehouse-data spark-warehouse metastore_db derby.log .pytest_cache
+
+distclean: clean azurite-stop
+	rm -rf $(VENV) $(JARS) node_modules $(AZURITE_DIR)

@@ -1,0 +1,83 @@
+"""The table catalog: Delta tables at their storage paths, created on first use, named for SQL."""
+
+from __future__ import annotations
+
+import re
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql.types import StructType
+
+from lakehouse.storage import Locations
+from streaming.schema import SILVER_QUARANTINE_SCHEMA, SILVER_SESSIONS_SCHEMA
+
+LAYERS = ("silver", "gold")
+_TABLE_REF = re.compile(r"\b(silver|gold)\s*\.\s*`?([A-Za-z_][A-Za-z0-9_]*)`?", re.I)
+
+
+def is_delta_table(spark: SparkSession, path: str) -> bool:
+    try:
+        return DeltaTable.isDeltaTable(spark, path)
+    except Exception:  # a missing container or folder is simply "no table yet"
+        return False
+
+
+def create_table(spark: SparkSession, path: str, schema: StructType, properties: dict[str, str] | None = None) -> None:
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
+    builder.execute()
+
+
+def ensure_silver_tables(spark: SparkSession, loc: Locations, properties: dict[str, str]) -> None:
+    """silver.sessions (change data feed on: the DP release reads only what was added) and
+    silver.quarantine."""
+    if not is_delta_table(spark, loc.silver_sessions):
+        create_table(spark, loc.silver_sessions, SILVER_SESSIONS_SCHEMA,
+                     {"delta.enableChangeDataFeed": "true", **properties})
+    if not is_delta_table(spark, loc.silver_quarantine):
+        create_table(spark, loc.silver_quarantine, SILVER_QUARANTINE_SCHEMA)
+
+
+def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
+    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
+    return dict(detail["properties"] or {})
+
+
+def latest_version(spark: SparkSession, path: str) -> int:
+    return DeltaTable.forPath(spark, path).history(1).select("version").first()["version"]
+
+
+def referenced_tables(query: str) -> list[str]:
+    """``silver.x`` / ``gold.y`` names a SQL text mentions, lower-cased, in order of appearance."""
+    seen: dict[str, None] = {}
+    for layer, name in _TABLE_REF.findall(query):
+        seen[f"{layer.lower()}.{name.lower()}"] = None
+    return list(seen)
+
+
+_registered: dict[str, str] = {}  # qualified name -> path, for this process's session catalog
+
+
+def register_tables(spark: SparkSession, loc: Locations, names: list[str]) -> list[str]:
+    """Makes ``silver.*`` / ``gold.*`` resolvable in Spark SQL (time travel included) by registering
+    the existing Delta tables as external tables in the session catalog; returns the names that do
+    not exist yet. Dropping an external table's registration never touches its data."""
+    missing = []
+    for qualified in names:
+        layer, name = qualified.split(".", 1)
+        try:
+            path = loc.table_path(qualified)
+        except KeyError:
+            missing.append(qualified)
+            continue
+        if _registered.get(qualified) == path and spark.catalog.tableExists(qualified):
+            continue
+        if not is_delta_table(spark, path):
+            missing.append(qualified)
+            continue
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+        spark.sql(f"DROP TABLE IF EXISTS {layer}.{name}")
+        spark.sql(f"CREATE TABLE {layer}.{name} USING delta LOCATION '{path}'")
+        _registered[qualified] = path
+    return missing

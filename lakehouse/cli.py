@@ -1,0 +1,341 @@
+"""``lakehouse``: the one command-line entry point.
+
+Exit code 0 on success; on failure a one-line reason on stderr and a non-zero code (1 error,
+2 usage, 3 privacy budget exhausted, 75 another run holds the lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lakehouse.config import Config, ConfigError, default_config_path, load_config
+from lakehouse.errors import LakehouseError, redact
+from lakehouse.storage import Locations, is_url
+
+DESCRIPTION = """\
+dp-lakehouse: raw web-session events (Bronze) -> clean Delta sessions (Silver) ->
+differentially private aggregates (Gold), on Apache Spark and Delta Lake.
+
+Typical periodic job:   lakehouse run
+First look at results:  lakehouse sql "SELECT * FROM gold.sessions_per_continent"
+"""
+
+EPILOG = """\
+Configuration: --conf FILE, else $LAKEHOUSE_CONF, else ./conf/local.toml, else the built-in
+defaults (identical to conf/local.toml: everything under ./lakehouse-data).
+Secrets come from the environment only: LAKEHOUSE_PSEUDONYM_KEY (the HMAC key for user_id),
+AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY (Azure storage).
+Set LAKEHOUSE_DEBUG=1 to see Python tracebacks.
+"""
+
+
+@dataclass
+class Context:
+    """What every command needs, built lazily: `generate` never starts a JVM."""
+
+    config: Config
+    _spark: object = field(default=None, repr=False)
+
+    @property
+    def loc(self) -> Locations:
+        return Locations.from_config(self.config)
+
+    @property
+    def azure(self):
+        if self.config.azure is None:
+            return None
+        from lakehouse import azure
+
+        return azure.AzureSettings.from_config(self.config)
+
+    @property
+    def spark(self):
+        if self._spark is None:
+            from lakehouse.spark import get_spark
+
+            spark = get_spark(self.config)
+            if self.azure is not None:
+                from lakehouse import azure
+
+                azure.configure_spark(spark, self.azure)
+            self._spark = spark
+        return self._spark
+
+    def lock(self):
+        from lakehouse.lock import run_lock
+
+        return run_lock(self.loc, self.azure)
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_generate(args, ctx: Context) -> int:
+    from lakehouse.generate import generate
+
+    out = args.out or ctx.loc.bronze
+    if is_url(out):
+        raise LakehouseError(f"generate writes local files and Bronze is {out}: pass --out DIR, then "
+                             "`lakehouse upload DIR/*.jsonl`")
+    result = generate(out, args.sessions, files=args.files, seed=args.seed, start=args.start, days=args.days,
+                      duplicate_rate=args.duplicate_rate, bad_rate=args.bad_rate, gzip_output=args.gzip)
+    print(result.summary())
+    print(f"into {out}")
+    return 0
+
+
+def _ingest(ctx: Context):
+    from streaming.ingest import ingest
+
+    result = ingest(ctx.spark, ctx.config, ctx.loc)
+    print(result.summary())
+    return result
+
+
+def cmd_ingest(args, ctx: Context) -> int:
+    with ctx.lock():
+        _ingest(ctx)
+    return 0
+
+
+def _release(ctx: Context, silver_version: int | None = None):
+    from dp.release import release_dp_metrics
+
+    outcome = release_dp_metrics(ctx.spark, ctx.config, ctx.loc, silver_version=silver_version)
+    print(outcome.summary())
+    return outcome
+
+
+def cmd_release(args, ctx: Context) -> int:
+    with ctx.lock():
+        _release(ctx)
+    return 0
+
+
+def cmd_reprocess(args, ctx: Context) -> int:
+    with ctx.lock():
+        _release(ctx, silver_version=args.silver_version)
+    return 0
+
+
+def _bronze_has_events(ctx: Context) -> bool:
+    bronze = Path(ctx.loc.bronze)
+    patterns = ("*.json", "*.jsonl", "*.json.gz", "*.jsonl.gz")
+    return bronze.is_dir() and any(next(bronze.rglob(p), None) for p in patterns)
+
+
+def cmd_run(args, ctx: Context) -> int:
+    with ctx.lock():
+        if args.generate_if_empty:
+            if is_url(ctx.loc.bronze):
+                raise LakehouseError("--generate-if-empty works on a local Bronze folder only")
+            if not _bronze_has_events(ctx):
+                from lakehouse.generate import generate
+
+                result = generate(ctx.loc.bronze, args.generate_if_empty, files=max(1, args.generate_if_empty // 20_000),
+                                  seed=0, duplicate_rate=0.002, bad_rate=0.001)
+                print(f"Bronze was empty: {result.summary()}")
+        _ingest(ctx)
+        _release(ctx)
+    if args.show:
+        _show_gold(ctx)
+    return 0
+
+
+def _show_gold(ctx: Context) -> None:
+    from lakehouse import sql
+    from dp.ledger import budget_status
+
+    spark = ctx.spark
+    for metric in ctx.config.metrics:
+        query = (f"SELECT * FROM {metric.table} WHERE release_id = (SELECT max(release_id) FROM {metric.table}) "
+                 f"ORDER BY {metric.output} DESC")
+        print(f"\n== {metric.table} (latest release) ==")
+        sql.run_query(spark, ctx.loc, query, "table", sys.stdout, quiet_missing=True)
+    print("\n== gold.privacy_ledger ==")
+    sql.run_query(spark, ctx.loc, "SELECT * FROM gold.privacy_ledger ORDER BY release_id, metric", "table",
+                  sys.stdout, quiet_missing=True)
+    print()
+    print(budget_status(spark, ctx.config, ctx.loc).summary())
+
+
+def cmd_sql(args, ctx: Context) -> int:
+    from lakehouse import sql
+
+    sql.run_query(ctx.spark, ctx.loc, args.query, args.format, sys.stdout, limit=args.limit)
+    return 0
+
+
+def cmd_budget(args, ctx: Context) -> int:
+    from dp.ledger import budget_status
+
+    print(budget_status(ctx.spark, ctx.config, ctx.loc).summary())
+    return 0
+
+
+def cmd_report(args, ctx: Context) -> int:
+    from lakehouse.report import write_report
+
+    for path in write_report(ctx.spark, ctx.config, ctx.loc, args.out, compare_raw=args.compare_raw):
+        print(path)
+    return 0
+
+
+def cmd_upload(args, ctx: Context) -> int:
+    from lakehouse import azure
+
+    if ctx.azure is None:
+        raise LakehouseError("upload needs an Azure config ([azure] section), e.g. --conf conf/azurite.toml")
+    return azure.upload_files(ctx.azure, ctx.loc.bronze, args.files, prefix=args.prefix)
+
+
+# ------------------------------------------------------------------------------------------
+# parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="lakehouse", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    parser.add_argument("--conf", metavar="FILE", help="TOML config (default: $LAKEHOUSE_CONF or conf/local.toml)")
+    parser.add_argument("--root", metavar="DIR_OR_URL", help="storage root: Silver, Gold and checkpoints live under it")
+    parser.add_argument("--bronze", metavar="DIR_OR_URL", help="Bronze location (default: <root>/bronze)")
+    parser.add_argument("--master", metavar="URL", help="Spark master, e.g. local[*] or spark://host:7077 "
+                        "(default: [spark] master)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("generate", help="write sample GA-shaped session events (default: into Bronze)",
+                       description="Write sample events shaped like the Google Analytics sample export, as JSON "
+                       "Lines, in time order across files. Deterministic for a seed.", formatter_class=fmt)
+    p.add_argument("--sessions", type=_positive_int, required=True, help="number of distinct sessions")
+    p.add_argument("--files", type=_positive_int, default=1, help="number of files (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; also part of the file names (default 0)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: the Bronze folder)")
+    p.add_argument("--start", type=_date, default=dt.date(2016, 8, 1), help="first day, YYYY-MM-DD (default 2016-08-01)")
+    p.add_argument("--days", type=_positive_int, default=365, help="days the sessions span (default 365)")
+    p.add_argument("--duplicate-rate", type=float, default=0.002,
+                   help="fraction of sessions delivered twice (default 0.002)")
+    p.add_argument("--bad-rate", type=float, default=0.001, help="fraction of broken lines (default 0.001)")
+    p.add_argument("--gzip", action="store_true", help="write .jsonl.gz files")
+    p.set_defaults(handler=cmd_generate)
+
+    p = sub.add_parser("ingest", help="availableNow stream: new Bronze files -> silver.sessions / silver.quarantine",
+                       description="Ingest every Bronze file not yet processed (the stream checkpoint decides), "
+                       "then stop. Prints files read, rows ingested, rows quarantined, duplicates skipped and "
+                       "the new Silver version.", formatter_class=fmt)
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("release", help="DP release over the Silver rows added since the last release -> Gold",
+                       description="Apply the configured DP metrics to the rows added to silver.sessions since the "
+                       "last release, append the results to gold.*, and record the spend in gold.privacy_ledger. "
+                       "Refused (exit 3) if it would pass [privacy] epsilon_cap; with no new rows it spends nothing.",
+                       formatter_class=fmt)
+    p.set_defaults(handler=cmd_release)
+
+    p = sub.add_parser("run", help="ingest, then release: the periodic job",
+                       description="The scheduled job: ingest new Bronze files, then release DP metrics over the new "
+                       "Silver rows.", formatter_class=fmt)
+    p.add_argument("--generate-if-empty", type=_non_negative_int, default=0, metavar="N",
+                   help="first generate N sample sessions if the (local) Bronze folder has no event files")
+    p.add_argument("--show", action="store_true", help="print the latest Gold results, the ledger and the budget")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("reprocess", help="DP release over Silver as of version N (Delta time travel)",
+                       description="Release the configured DP metrics over the whole of silver.sessions as of "
+                       "version N (ledger kind 'reprocess'); spends budget like any release.", formatter_class=fmt)
+    p.add_argument("--silver-version", type=_non_negative_int, required=True, metavar="N")
+    p.set_defaults(handler=cmd_reprocess)
+
+    p = sub.add_parser("sql", help="Spark SQL over silver.* and gold.* (Delta time travel included)",
+                       description="Run one Spark SQL query. Tables: silver.sessions, silver.quarantine, "
+                       "gold.<metric>, gold.privacy_ledger; e.g. \"SELECT * FROM gold.sessions_per_continent "
+                       "VERSION AS OF 0\".", formatter_class=fmt)
+    p.add_argument("query")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default), csv with a header, or json: one object per line")
+    p.add_argument("--limit", type=_positive_int, help="print at most this many rows")
+    p.set_defaults(handler=cmd_sql)
+
+    p = sub.add_parser("budget", help="privacy budget: epsilon spent, cap, remaining")
+    p.set_defaults(handler=cmd_budget)
+
+    p = sub.add_parser("report", help="PNG plots of Gold with noise error bars",
+                       description="Plot the latest DP results with +-2 sigma error bars and their history across "
+                       "releases. --compare-raw adds a raw-vs-DP plot computed from Silver (NOT private), written "
+                       "to <root>/_restricted/ only.", formatter_class=fmt)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <root>/reports)")
+    p.add_argument("--compare-raw", action="store_true",
+                   help="also plot raw (non-private) values from Silver, into <root>/_restricted/")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("upload", help="put event files into the Azure Bronze container (never overwrites)",
+                       description="Upload local event files to the Bronze container with an MD5 check. Bronze is "
+                       "immutable: a name that already exists is an error for that file; the others still "
+                       "upload.", formatter_class=fmt)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--prefix", default="", help="folder inside the container (default: its root)")
+    p.set_defaults(handler=cmd_upload)
+    return parser
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("LAKEHOUSE_DEBUG") == "1"
+    try:
+        config = load_config(args.conf or default_config_path())
+        config = config.with_overrides(root=args.root, bronze=args.bronze, master=args.master)
+        return args.handler(args, Context(config))
+    except (LakehouseError, ConfigError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"lakehouse: error: {redact(str(exc))}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("lakehouse: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        from pyspark.errors import PySparkException
+
+        kind = "Spark" if isinstance(exc, PySparkException) else type(exc).__name__
+        hint = "" if debug else " (LAKEHOUSE_DEBUG=1 shows the traceback)"
+        print(f"lakehouse: error: {kind}: {redact(_first_line(exc))}{hint}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Configuration: TOML files validated once, at start-up, into frozen typed objects.
+
+Every key has a default equal to ``conf/local.toml`` (the embedded default), so running without a
+config file behaves exactly like running with ``--conf conf/local.toml``. Unknown keys, wrong types
+and impossible values raise :class:`ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONF_PATH = Path("conf/local.toml")
+CONF_ENV = "LAKEHOUSE_CONF"
+
+METRIC_KINDS = ("COUNT", "SUM", "MEAN", "PRIVACY_ID_COUNT")
+NOISE_KINDS = ("laplace", "gaussian")
+ENGINES = ("spark", "pipelinedp")
+PARTITION_SELECTION = ("truncated_geometric", "laplace_thresholding", "gaussian_thresholding")
+# Silver columns a metric may group by or aggregate; anything else is a config error, not a
+# Spark AnalysisException halfway through a release.
+GROUPABLE_COLUMNS = ("continent", "country", "device", "browser", "operating_system")
+VALUE_COLUMNS = ("num_pageviews", "total_time_on_page")
+DEFAULT_OUTPUT_COLUMN = {
+    "COUNT": "dp_count",
+    "SUM": "dp_sum",
+    "MEAN": "dp_mean",
+    "PRIVACY_ID_COUNT": "dp_users",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    root: str = "./lakehouse-data"
+    bronze: str = ""  # empty: <root>/bronze
+    silver: str = ""  # empty: <root>/silver
+    gold: str = ""  # empty: <root>/gold
+    checkpoints: str = ""  # empty: <root>/_checkpoints
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "dp-lakehouse"
+    shuffle_partitions: int = 8
+    driver_memory: str = "2g"
+    log_level: str = "WARN"
+    ui: bool = False
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_files_per_trigger: int = 1000
+    # A session delivered again carries the same visitStartTime; the MERGE only looks at Silver
+    # files whose session_start lies within this many hours of the batch's own time range, so the
+    # cost of a run follows its new data, not the size of Silver.
+    dedupe_window_hours: int = 48
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    epsilon_per_release: float = 1.0
+    delta_per_release: float = 1e-6
+    epsilon_cap: float = 10.0
+    noise_kind: str = "laplace"
+    engine: str = "spark"
+    partition_selection: str = "truncated_geometric"
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    name: str
+    kind: str
+    group_by: str
+    output: str
+    public_partitions: tuple[str, ...] | None
+    value: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    max_partitions_contributed: int = 1
+    max_contributions_per_partition: int = 5
+    share: float = 1.0
+    pre_threshold: int | None = None
+
+    @property
+    def table(self) -> str:
+        return f"gold.{self.name}"
+
+
+@dataclass(frozen=True)
+class AzureConfig:
+    account: str = ""
+    # "key": AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_KEY from the environment;
+    # "msi": managed identity (Azure Container Apps Job, VM, AKS) through azure-identity / ABFS OAuth.
+    auth: str = "key"
+    emulator: bool = False
+    blob_endpoint: str = ""
+    create_containers: bool = False
+    lock_lease_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<built-in defaults>"
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    metrics: tuple[MetricConfig, ...] = field(default_factory=lambda: DEFAULT_METRICS)
+    azure: AzureConfig | None = None
+
+    def with_overrides(self, root: str | None = None, bronze: str | None = None,
+                       master: str | None = None) -> "Config":
+        storage, spark = self.storage, self.spark
+        if root:
+            storage = dataclasses.replace(storage, root=root)
+        if bronze:
+            storage = dataclasses.replace(storage, bronze=bronze)
+        if master:
+            spark = dataclasses.replace(spark, master=master)
+        return dataclasses.replace(self, storage=storage, spark=spark)
+
+
+CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
+DEVICES = ("desktop", "mobile", "tablet", "(not set)")
+
+DEFAULT_METRICS: tuple[MetricConfig, ...] = (
+    MetricConfig(name="sessions_per_continent", kind="COUNT", group_by="continent",
+                 output="dp_sessions", public_partitions=CONTINENTS),
+    MetricConfig(name="avg_session_duration_per_device", kind="MEAN", group_by="device",
+                 output="dp_avg_duration_s", public_partitions=DEVICES,
+                 value="total_time_on_page", min_value=0.0, max_value=3600.0),
+    MetricConfig(name="sessions_per_country", kind="COUNT", group_by="country",
+                 output="dp_sessions", public_partitions=None),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def default_config_path() -> Path | None:
+    """``$LAKEHOUSE_CONF``, else ``conf/local.toml`` in the working directory, else None."""
+    env = os.environ.get(CONF_ENV)
+    if env:
+        return Path(env)
+    return DEFAULT_CONF_PATH if DEFAULT_CONF_PATH.is_file() else None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Reads and validates a config file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (pass --conf FILE or set {CONF_ENV})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    where = _Where(source)
+    _reject_unknown(data, {"storage", "spark", "ingest", "privacy", "metrics", "azure"}, where, "")
+    storage = _section(StorageConfig, data.get("storage", {}), where, "storage")
+    spark = _section(SparkConfig, data.get("spark", {}), where, "spark")
+    ingest = _section(IngestConfig, data.get("ingest", {}), where, "ingest")
+    privacy = _section(PrivacyConfig, data.get("privacy", {}), where, "privacy")
+    azure = _section(AzureConfig, data["azure"], where, "azure") if "azure" in data else None
+    if "metrics" in data:
+        raw_metrics = data["metrics"]
+        if not isinstance(raw_metrics, dict) or not raw_metrics:
+            raise where.error("metrics", "must be one or more tables [metrics.<name>]")
+        metrics = tuple(_metric(name, body, where) for name, body in raw_metrics.items())
+    else:
+        metrics = DEFAULT_METRICS
+    config = Config(source=source, storage=storage, spark=spark, ingest=ingest, privacy=privacy,
+                    metrics=metrics, azure=azure)
+    _validate(config, where)
+    return config
+
+
+@dataclass(frozen=True)
+class _Where:
+    source: str
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: [{key}] {problem}" if "." not in key
+                           else f"{self.source}: {key}: {problem}")
+
+
+def _reject_unknown(body: dict[str, Any], allowed: set[str], where: _Where, prefix: str) -> None:
+    for key in body:
+        if key not in allowed:
+            name = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{where.source}: unknown key '{name}' (allowed: {', '.join(sorted(allowed))})")
+
+
+def _coerce(value: Any, expected: Any, key: str, where: _Where) -> Any:
+    """Checks a TOML value against the dataclass field type; ints are accepted for floats."""
+    kind = expected if isinstance(expected, str) else getattr(expected, "__name__", str(expected))
+    kind = kind.replace(" ", "")
+    ok = {
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "dict[str,str]": lambda v: isinstance(v, dict) and all(isinstance(x, (str, int, float, bool)) for x in v.values()),
+    }[kind]
+    if not ok(value):
+        raise ConfigError(f"{where.source}: {key}: expected {kind.replace('dict[str,str]', 'a table of strings')}, "
+                          f"got {type(value).__name__} {value!r}")
+    if kind == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where.source}: {key}: must be a finite number, got {value!r}")
+    if kind == "dict[str,str]":
+        value = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+    return value
+
+
+def _section(cls: type, body: Any, where: _Where, name: str) -> Any:
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where.source}: [{name}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(body, set(fields), where, name)
+    values = {k: _coerce(v, fields[k].type, f"{name}.{k}", where) for k, v in body.items()}
+    return cls(**values)
+
+
+_METRIC_KEYS = {"kind", "group_by", "output", "public_partitions", "value", "min_value", "max_value",
+                "max_partitions_contributed", "max_contributions_per_partition", "share", "pre_threshold"}
+
+
+def _metric(name: str, body: Any, where: _Where) -> MetricConfig:
+    key = f"metrics.{name}"
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where.source}: [{key}] must be a table")
+    _reject_unknown(body, _METRIC_KEYS, where, key)
+    if not name.isidentifier() or name != name.lower():
+        raise ConfigError(f"{where.source}: [{key}]: the metric name is its Gold table name; "
+                          "use lower_case letters, digits and underscores")
+    for required in ("kind", "group_by"):
+        if required not in body:
+            raise ConfigError(f"{where.source}: {key}.{required} is required")
+    kind = _coerce(body["kind"], "str", f"{key}.kind", where).upper()
+    if kind not in METRIC_KINDS:
+        raise ConfigError(f"{where.source}: {key}.kind: must be one of {', '.join(METRIC_KINDS)}, got {body['kind']!r}")
+    partitions = body.get("public_partitions")
+    if partitions is not None:
+        if not isinstance(partitions, list) or not all(isinstance(p, str) for p in partitions) or not partitions:
+            raise ConfigError(f"{where.source}: {key}.public_partitions: must be a non-empty list of strings "
+                              "(leave it out for DP partition selection)")
+        if len(set(partitions)) != len(partitions):
+            raise ConfigError(f"{where.source}: {key}.public_partitions: lists a partition twice")
+        partitions = tuple(partitions)
+
+    def get(field_name: str, kind_name: str, default: Any = None) -> Any:
+        if field_name not in body:
+            return default
+        return _coerce(body[field_name], kind_name, f"{key}.{field_name}", where)
+
+    return MetricConfig(
+        name=name, kind=kind,
+        group_by=get("group_by", "str"),
+        output=get("output", "str", DEFAULT_OUTPUT_COLUMN[kind]),
+        public_partitions=partitions,
+        value=get("value", "str"),
+        min_value=get("min_value", "float"),
+        max_value=get("max_value", "float"),
+        max_partitions_contributed=get("max_partitions_contributed", "int", 1),
+        max_contributions_per_partition=get("max_contributions_per_partition", "int", 5),
+        share=get("share", "float", 1.0),
+        pre_threshold=get("pre_threshold", "int"),
+    )
+
+
+def _validate(config: Config, where: _Where) -> None:
+    s = config.storage
+    if not s.root and not (s.silver and s.gold):
+        raise where.error("storage.root", "is empty: set storage.root, or both storage.silver and storage.gold")
+    sp = config.spark
+    if not sp.master:
+        raise where.error("spark.master", "must not be empty (e.g. local[*] or spark://host:7077)")
+    if sp.shuffle_partitions < 1:
+        raise where.error("spark.shuffle_partitions", f"must be >= 1, got {sp.shuffle_partitions}")
+    if sp.log_level.upper() not in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"):
+        raise where.error("spark.log_level", f"must be one of DEBUG, INFO, WARN, ERROR, got {sp.log_level!r}")
+    if config.ingest.max_files_per_trigger < 1:
+        raise where.error("ingest.max_files_per_trigger", f"must be >= 1, got {config.ingest.max_files_per_trigger}")
+    if config.ingest.dedupe_window_hours < 0:
+        raise where.error("ingest.dedupe_window_hours", f"must be >= 0, got {config.ingest.dedupe_window_hours}")
+    _validate_privacy(config.privacy, where)
+    names = set()
+    for metric in config.metrics:
+        _validate_metric(metric, config.privacy, where)
+        names.add(metric.name)
+    if "privacy_ledger" in names:
+        raise where.error("metrics.privacy_ledger", "the name privacy_ledger is reserved for the ledger table")
+    if config.azure is not None:
+        az = config.azure
+        if az.auth not in ("key", "msi"):
+            raise where.error("azure.auth", f"must be 'key' or 'msi', got {az.auth!r}")
+        if az.lock_lease_seconds < 15 or az.lock_lease_seconds > 60:
+            raise where.error("azure.lock_lease_seconds", "must be between 15 and 60 (Blob lease limits)")
+
+
+def _validate_privacy(p: PrivacyConfig, where: _Where) -> None:
+    if not p.epsilon_per_release > 0:
+        raise where.error("privacy.epsilon_per_release", f"must be > 0, got {p.epsilon_per_release}")
+    if not 0 <= p.delta_per_release < 1:
+        raise where.error("privacy.delta_per_release", f"must be in [0, 1), got {p.delta_per_release}")
+    if not p.epsilon_cap > 0:
+        raise where.error("privacy.epsilon_cap", f"must be > 0, got {p.epsilon_cap}")
+    if p.epsilon_per_release > p.epsilon_cap:
+        raise where.error("privacy.epsilon_per_release",
+                          f"({p.epsilon_per_release}) exceeds privacy.epsilon_cap ({p.epsilon_cap}): no release could ever run")
+    if p.noise_kind not in NOISE_KINDS:
+        raise where.error("privacy.noise_kind", f"must be one of {', '.join(NOISE_KINDS)}, got {p.noise_kind!r}")
+    if p.noise_kind == "gaussian" and p.delta_per_release == 0:
+        raise where.error("privacy.delta_per_release", "must be > 0 with gaussian noise")
+    if p.engine not in ENGINES:
+        raise where.error("privacy.engine", f"must be one of {', '.join(ENGINES)}, got {p.engine!r}")
+    if p.partition_selection not in PARTITION_SELECTION:
+        raise where.error("privacy.partition_selection",
+                          f"must be one of {', '.join(PARTITION_SELECTION)}, got {p.partition_selection!r}")
+
+
+def _validate_metric(m: MetricConfig, privacy: PrivacyConfig, where: _Where) -> None:
+    key = f"metrics.{m.name}"
+    if m.group_by not in GROUPABLE_COLUMNS:
+        raise where.error(f"{key}.group_by", f"must be a Silver column among {', '.join(GROUPABLE_COLUMNS)}, got {m.group_by!r}")
+    if not m.output.isidentifier():
+        raise where.error(f"{key}.output", f"must be a column name, got {m.output!r}")
+    if m.max_partitions_contributed < 1:
+        raise where.error(f"{key}.max_partitions_contributed", f"must be >= 1, got {m.max_partitions_contributed}")
+    if m.max_contributions_per_partition < 1:
+        raise where.error(f"{key}.max_contributions_per_partition", f"must be >= 1, got {m.max_contributions_per_partition}")
+    if not m.share > 0:
+        raise where.error(f"{key}.share", f"must be > 0, got {m.share}")
+    if m.pre_threshold is not None and m.pre_threshold < 1:
+        raise where.error(f"{key}.pre_threshold", f"must be >= 1, got {m.pre_threshold}")
+    needs_value = m.kind in ("SUM", "MEAN")
+    if needs_value:
+        if m.value not in VALUE_COLUMNS:
+            raise where.error(f"{key}.value", f"{m.kind} needs a numeric Silver column among {', '.join(VALUE_COLUMNS)}, got {m.value!r}")
+        if m.min_value is None or m.max_value is None:
+            raise where.error(f"{key}.min_value", f"{m.kind} needs both min_value and max_value (clamping bounds)")
+        if m.min_value > m.max_value:
+            raise where.error(f"{key}.min_value", f"({m.min_value}) is greater than max_value ({m.max_value})")
+    elif m.value is not None or m.min_value is not None or m.max_value is not None:
+        raise where.error(f"{key}.value", f"{m.kind} takes no value column or bounds; remove value/min_value/max_value")
+    if m.public_partitions is None and privacy.delta_per_release == 0:
+        raise where.error(f"{key}.public_partitions",
+                          "is missing, so partitions are chosen by DP partition selection, which needs "
+                          "privacy.delta_per_release > 0")

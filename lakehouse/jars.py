@@ -1,0 +1,120 @@
+"""The JVM packages the lakehouse needs, resolved once into a project-local folder.
+
+``make setup`` runs ``python -m lakehouse.jars``: Spark's own Maven resolver (``spark.jars.packages``)
+downloads Delta and hadoop-azure from Maven Central into ``.jars/ivy`` and a manifest lists the jar
+files. Every later session passes those files as ``spark.jars`` and starts without network. Without a
+manifest, sessions fall back to ``spark.jars.packages`` (online) and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+
+import pyspark
+
+MANIFEST = "manifest.json"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".jars"
+
+
+def hadoop_version() -> str:
+    """The Hadoop version bundled with pyspark; hadoop-azure must match it exactly."""
+    jars = Path(pyspark.__file__).parent / "jars"
+    for jar in jars.glob("hadoop-client-api-*.jar"):
+        return jar.stem.removeprefix("hadoop-client-api-")
+    raise RuntimeError(f"no hadoop-client-api jar in {jars}: is pyspark installed correctly?")
+
+
+def required_packages() -> list[str]:
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    delta = importlib.metadata.version("delta-spark")
+    return [
+        f"io.delta:delta-spark_{spark_minor}_2.13:{delta}",
+        f"org.apache.hadoop:hadoop-azure:{hadoop_version()}",
+    ]
+
+
+# Transitive dependencies that pyspark already ships (newer versions, in pyspark/jars). Spark loads
+# its own copy first anyway; excluding them keeps one version of each on the classpath and keeps
+# dead weight out of every executor.
+EXCLUDES = [
+    "org.apache.hadoop:hadoop-client-api", "org.apache.hadoop:hadoop-client-runtime",
+    "org.apache.parquet:parquet-hadoop", "org.apache.parquet:parquet-column", "org.apache.parquet:parquet-common",
+    "org.apache.parquet:parquet-encoding", "org.apache.parquet:parquet-format-structures",
+    "org.apache.parquet:parquet-jackson", "com.fasterxml.jackson.core:jackson-databind",
+    "com.fasterxml.jackson.core:jackson-core", "com.fasterxml.jackson.core:jackson-annotations",
+    "org.apache.logging.log4j:log4j-slf4j2-impl", "org.apache.logging.log4j:log4j-api",
+    "org.apache.logging.log4j:log4j-core", "org.slf4j:slf4j-api", "org.xerial.snappy:snappy-java",
+    "com.github.luben:zstd-jni", "io.airlift:aircompressor", "org.roaringbitmap:RoaringBitmap",
+    "org.roaringbitmap:shims", "commons-logging:commons-logging", "commons-codec:commons-codec",
+    "org.apache.httpcomponents:httpclient", "org.apache.httpcomponents:httpcore",
+    "com.google.code.findbugs:jsr305", "commons-pool:commons-pool", "org.locationtech.jts:jts-core",
+]
+
+
+def jars_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("LAKEHOUSE_JARS_DIR", DEFAULT_DIR))
+
+
+def resolved_jars(directory: Path | None = None) -> list[str] | None:
+    """Jar paths from the manifest, or None if missing, stale or incomplete."""
+    directory = directory or jars_dir()
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return None
+    data = json.loads(manifest.read_text())
+    if data.get("packages") != required_packages() or data.get("excludes") != EXCLUDES:
+        return None
+    jars = [str(directory / rel) for rel in data.get("jars", [])]
+    if not jars or not all(Path(j).is_file() for j in jars):
+        return None
+    return jars
+
+
+def resolve(directory: Path) -> list[str]:
+    """Resolves the packages with Spark's resolver and writes the manifest."""
+    from pyspark.sql import SparkSession
+
+    directory = directory.resolve()
+    ivy = directory / "ivy"
+    packages = required_packages()
+    print(f"resolving {', '.join(packages)} from Maven Central into {ivy} ...", file=sys.stderr)
+    spark = (SparkSession.builder.master("local[1]").appName("lakehouse-resolve-jars")
+             .config("spark.jars.packages", ",".join(packages))
+             .config("spark.jars.ivy", str(ivy))
+             .config("spark.jars.excludes", ",".join(EXCLUDES))
+             .config("spark.ui.enabled", "false")
+             .getOrCreate())
+    try:
+        listed = spark.sparkContext.getConf().get("spark.jars", "")
+    finally:
+        spark.stop()
+    jars = [Path(j.removeprefix("file://").removeprefix("file:")) for j in listed.split(",") if j]
+    if not jars:
+        raise RuntimeError("Spark resolved no jars; see the Ivy output above")
+    rel = [str(j.resolve().relative_to(directory)) for j in jars]
+    (directory / MANIFEST).write_text(json.dumps({"packages": packages, "excludes": EXCLUDES, "jars": rel}, indent=2) + "\n")
+    print(f"{len(rel)} jars ready in {ivy / 'jars'}", file=sys.stderr)
+    return [str(j) for j in jars]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dest", type=Path, default=DEFAULT_DIR, help="folder for the Ivy cache and manifest")
+    parser.add_argument("--force", action="store_true", help="resolve again even if the manifest is current")
+    args = parser.parse_args(argv)
+    args.dest.mkdir(parents=True, exist_ok=True)
+    if not args.force and resolved_jars(args.dest):
+        print(f"jars already resolved in {args.dest}", file=sys.stderr)
+        return 0
+    resolve(args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

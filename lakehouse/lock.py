@@ -1,0 +1,63 @@
+"""One writer at a time per lakehouse.
+
+A scheduled job can overlap the previous run (a slow release, a retried execution). Delta's
+optimistic concurrency would reject most conflicting commits, but the stream checkpoint, the
+release staging and Azure Blob (where Delta supports a single writing driver only) need a real
+lock. The second run fails at once with :class:`LockBusy` (exit code 75, "try again later").
+
+* local storage: ``fcntl.flock`` on ``<silver>/_lakehouse.lock``; the kernel releases it when the
+  process dies, even on SIGKILL, so a crash never leaves a stale lock.
+* Azure Blob: a lease on the blob ``_lakehouse.lock`` in the silver container, renewed by a
+  background thread; a killed process's lease simply expires (15-60 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from lakehouse.errors import LockBusy
+from lakehouse.storage import Locations, is_url
+
+
+def _holder() -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+@contextlib.contextmanager
+def local_lock(path: str) -> Iterator[None]:
+    lock_file = Path(path)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            raise LockBusy(f"another lakehouse run holds {lock_file} ({holder}); it will be released when "
+                           "that run ends - try again later") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _holder().encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def run_lock(loc: Locations, azure_settings=None) -> Iterator[None]:
+    """The lakehouse-wide writer lock for ``loc``."""
+    if is_url(loc.silver):
+        from lakehouse import azure
+
+        with azure.lease_lock(azure_settings, loc.lock, _holder()):
+            yield
+    else:
+        with local_lock(loc.lock):
+            yield

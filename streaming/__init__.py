@@ -1,0 +1,1 @@
+"""Bronze -> Silver: the Bronze schema, pure Silver transformations, and the availableNow ingest."""

@@ -1,0 +1,210 @@
+"""Bronze -> Silver: one Structured Streaming run with trigger(availableNow=True).
+
+The stream's checkpoint is the only record of which Bronze files were processed. Each micro-batch
+(at most ``ingest.max_files_per_trigger`` files) is parsed and validated by ``streaming.transform``,
+then
+
+* valid sessions are MERGEd into ``silver.sessions`` on ``session_id`` (insert-only), so a session
+  delivered twice - in one file, across files, or by a replayed batch - is stored once;
+* invalid lines are appended to ``silver.quarantine`` with the raw line and a reason, as an idempotent
+  Delta write (txnAppId = this checkpoint's query id, txnVersion = batch id), so a batch replayed after
+  a crash does not quarantine its lines twice.
+
+Both writes are idempotent, so the at-least-once replay of foreachBatch after a crash is exactly-once
+in effect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.errors import StreamingQueryException
+
+from lakehouse import catalog, failpoints
+from lakehouse.config import Config
+from lakehouse.errors import LakehouseError
+from lakehouse.log import progress, warn
+from lakehouse.storage import Locations, is_url, join
+from streaming import transform
+
+PSEUDONYM_KEY_ENV = "LAKEHOUSE_PSEUDONYM_KEY"
+LOCAL_DEFAULT_KEY = b"dp-lakehouse-local-default-pseudonym-key"
+FINGERPRINT_PROPERTY = "lakehouse.pseudonymKeyFingerprint"
+BRONZE_GLOB = "*.{json,jsonl,json.gz,jsonl.gz}"
+
+
+@dataclass
+class IngestResult:
+    files_read: int = 0
+    rows_ingested: int = 0
+    rows_quarantined: int = 0
+    duplicates_skipped: int = 0
+    batches: int = 0
+    silver_version_before: int = -1
+    silver_version: int = -1
+    batch_ids: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        version = (f"silver.sessions version {self.silver_version}" if self.silver_version != self.silver_version_before
+                   else f"silver.sessions unchanged at version {self.silver_version}")
+        return (f"files read: {self.files_read}\nrows ingested: {self.rows_ingested}\n"
+                f"rows quarantined: {self.rows_quarantined}\nduplicates skipped: {self.duplicates_skipped}\n"
+                f"{version}")
+
+
+def pseudonym_key(loc: Locations) -> bytes:
+    """The HMAC key for user_id, from the environment; a fixed default only for local storage."""
+    value = os.environ.get(PSEUDONYM_KEY_ENV)
+    if value:
+        return value.encode()
+    if is_url(loc.silver):
+        raise LakehouseError(f"{PSEUDONYM_KEY_ENV} is not set: remote storage needs a secret pseudonym key "
+                             "(e.g. from a Key Vault secret in the job's environment)")
+    warn(f"{PSEUDONYM_KEY_ENV} is not set; using the built-in local key. user_id pseudonyms are only as "
+         "secret as this key: set it for anything but a demo.")
+    return LOCAL_DEFAULT_KEY
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Identifies the key without revealing it, so Silver can refuse rows hashed with another key."""
+    return hmac.new(key, b"dp-lakehouse key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def _check_key(spark: SparkSession, loc: Locations, fingerprint: str) -> None:
+    stored = catalog.table_properties(spark, loc.silver_sessions).get(FINGERPRINT_PROPERTY)
+    if stored and stored != fingerprint:
+        raise LakehouseError(
+            f"{PSEUDONYM_KEY_ENV} is not the key silver.sessions was built with (fingerprint {fingerprint}, "
+            f"table has {stored}). A new key would split each user into two privacy units; restore the key.")
+
+
+def bronze_stream(spark: SparkSession, bronze: str, max_files_per_trigger: int) -> DataFrame:
+    """Raw lines of new Bronze files, with the file each line came from."""
+    return (spark.readStream.format("text")
+            .option("maxFilesPerTrigger", max_files_per_trigger)
+            .option("pathGlobFilter", BRONZE_GLOB)
+            .option("recursiveFileLookup", "true")
+            .load(bronze)
+            .select("value", F.col("_metadata.file_path").alias("source_file")))
+
+
+class SilverBatchWriter:
+    """The foreachBatch function: validate, MERGE sessions, append quarantine, count."""
+
+    def __init__(self, spark: SparkSession, loc: Locations, key: bytes, dedupe_window_hours: int):
+        self.spark = spark
+        self.loc = loc
+        self.key = key
+        self.window = dt.timedelta(hours=dedupe_window_hours)
+        self.result = IngestResult()
+        self._app_id: str | None = None
+
+    def app_id(self) -> str:
+        # The query id lives in the checkpoint and survives restarts; a new checkpoint gets a new id,
+        # so its batch ids (from 0 again) are not mistaken for already-written ones.
+        if self._app_id is None:
+            metadata = self.spark.read.text(join(self.loc.ingest_checkpoint, "metadata")).first()[0]
+            self._app_id = "ingest-" + json.loads(metadata)["id"]
+        return self._app_id
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        candidates = transform.bronze_to_silver(batch, self.key).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            self._write(candidates, batch_id)
+        finally:
+            candidates.unpersist()
+
+    def _write(self, candidates: DataFrame, batch_id: int) -> None:
+        stats = candidates.agg(
+            F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
+            F.count(F.when(F.col("reason").isNotNull(), 1)).alias("bad"),
+            F.min(F.when(F.col("reason").isNull(), F.col("session_start"))).alias("lo"),
+            F.max(F.when(F.col("reason").isNull(), F.col("session_start"))).alias("hi"),
+        ).first()
+        inserted = 0
+        if stats["valid"]:
+            inserted = self._merge(transform.dedupe_sessions(transform.valid_sessions(candidates)),
+                                   stats["lo"], stats["hi"])
+        failpoints.reached("ingest-after-merge")
+        if stats["bad"]:
+            (transform.quarantined(candidates).write.format("delta").mode("append")
+             .option("txnAppId", self.app_id()).option("txnVersion", batch_id)
+             .save(self.loc.silver_quarantine))
+        r = self.result
+        r.batches += 1
+        r.batch_ids.append(batch_id)
+        r.rows_ingested += inserted
+        r.rows_quarantined += stats["bad"]
+        r.duplicates_skipped += stats["valid"] - inserted
+        progress(f"ingest batch {batch_id}: {stats['valid'] + stats['bad']} lines -> {inserted} new sessions, "
+                 f"{stats['valid'] - inserted} duplicates, {stats['bad']} quarantined")
+
+    def _merge(self, sessions: DataFrame, lo: dt.datetime, hi: dt.datetime) -> int:
+        # Only Silver files whose session_start range meets the batch's (widened by the dedupe window)
+        # are read: Delta skips the rest by their min/max statistics.
+        lo_s = (lo - self.window).strftime("%Y-%m-%d %H:%M:%S")
+        hi_s = (hi + self.window).strftime("%Y-%m-%d %H:%M:%S")
+        condition = (f"t.session_id = s.session_id AND t.session_start >= TIMESTAMP'{lo_s}' "
+                     f"AND t.session_start <= TIMESTAMP'{hi_s}'")
+        metrics = (DeltaTable.forPath(self.spark, self.loc.silver_sessions).alias("t")
+                   .merge(sessions.alias("s"), condition)
+                   .whenNotMatchedInsertAll()
+                   .execute())
+        return int(metrics.first()["num_inserted_rows"])
+
+
+def _files_in_batches(spark: SparkSession, checkpoint: str, batch_ids: list[int]) -> int:
+    """Distinct Bronze files the file source assigned to these batches (its log, empty files too)."""
+    if not batch_ids:
+        return 0
+    log = spark.read.text(join(checkpoint, "sources", "0")).where(F.col("value").startswith("{"))
+    entries = log.select(F.from_json("value", "path string, batchId long").alias("e")).select("e.*")
+    return entries.where(F.col("batchId").isin(batch_ids)).select("path").distinct().count()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _bronze_exists(spark: SparkSession, bronze: str) -> bool:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(bronze)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs.exists(path)
+
+
+def ingest(spark: SparkSession, config: Config, loc: Locations) -> IngestResult:
+    """Runs the availableNow stream over Bronze until every new file is in Silver."""
+    if not _bronze_exists(spark, loc.bronze):
+        raise LakehouseError(f"Bronze folder {loc.bronze} does not exist: land event files there "
+                             "(`lakehouse generate` or `lakehouse upload`), or point --bronze at it")
+    key = pseudonym_key(loc)
+    fingerprint = key_fingerprint(key)
+    catalog.ensure_silver_tables(spark, loc, {FINGERPRINT_PROPERTY: fingerprint})
+    _check_key(spark, loc, fingerprint)
+    writer = SilverBatchWriter(spark, loc, key, config.ingest.dedupe_window_hours)
+    writer.result.silver_version_before = catalog.latest_version(spark, loc.silver_sessions)
+    progress(f"ingest: {loc.bronze} -> {loc.silver_sessions} (checkpoint {loc.ingest_checkpoint})")
+    query = (bronze_stream(spark, loc.bronze, config.ingest.max_files_per_trigger)
+             .writeStream.foreachBatch(writer)
+             .option("checkpointLocation", loc.ingest_checkpoint)
+             .trigger(availableNow=True)
+             .start())
+    try:
+        query.awaitTermination()
+    except StreamingQueryException as exc:
+        raise LakehouseError(f"ingest stream failed: {_first_line(exc)}") from exc
+    result = writer.result
+    result.files_read = _files_in_batches(spark, loc.ingest_checkpoint, result.batch_ids)
+    result.silver_version = catalog.latest_version(spark, loc.silver_sessions)
+    return result

@@ -1,0 +1,65 @@
+"""Shared fixtures: one Spark session for the whole test run, a fresh lakehouse root per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_PSEUDONYM_KEY = "test-pseudonym-key-not-a-secret"
+
+# Set before any Spark or CLI code runs: tests must never depend on a developer's environment.
+os.environ["LAKEHOUSE_PSEUDONYM_KEY"] = TEST_PSEUDONYM_KEY
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.pop("LAKEHOUSE_CONF", None)
+os.environ.pop("LAKEHOUSE_FAILPOINT", None)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from lakehouse.config import Config, SparkConfig
+    from lakehouse.spark import get_spark
+
+    config = Config(spark=dataclasses.replace(SparkConfig(), master="local[2]", shuffle_partitions=2))
+    session = get_spark(config)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    return tmp_path / "lakehouse"
+
+
+@dataclasses.dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str, spark=None) -> CliResult:
+    """Runs `lakehouse ARGS` in this process (sharing the test Spark session) and captures output."""
+    from lakehouse import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def lakehouse_subprocess(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """`lakehouse ARGS` as its own process (own JVM): for kill and concurrency tests."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "lakehouse.cli", *args], cwd=REPO, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)

@@ -1,0 +1,190 @@
+"""End-to-end: generated or hand-written Bronze files -> `lakehouse ingest` -> exact Silver contents."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import lakehouse_subprocess, run_cli
+from oracle import expected_from
+from test_transform import session
+
+
+def summary(out: str) -> dict[str, int]:
+    values = {k: int(v) for k, v in re.findall(r"^(files read|rows ingested|rows quarantined|duplicates skipped): (\d+)$",
+                                               out, re.M)}
+    version = re.search(r"silver\.sessions (?:unchanged at )?version (\d+)", out)
+    values["version"] = int(version.group(1))
+    return values
+
+
+def silver_rows(spark, root: Path, table: str = "sessions"):
+    return spark.read.format("delta").load(str(root / "silver" / table))
+
+
+def bronze_files(root: Path) -> list[Path]:
+    return sorted((root / "bronze").glob("*.jsonl*"))
+
+
+def test_generate_ingest_rerun_and_new_files(spark, root):
+    r = run_cli("--root", str(root), "generate", "--sessions", "3000", "--files", "3", "--seed", "7")
+    assert r.code == 0, r.err
+    first_files = bronze_files(root)
+    assert len(first_files) == 3
+    exp = expected_from(first_files)
+    assert exp.bad_lines > 0 and exp.duplicates > 0  # the sample has both, so both paths are exercised
+
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 0, r.err
+    s = summary(r.out)
+    assert s["files read"] == 3
+    assert s["rows ingested"] == len(exp.sessions) == 3000
+    assert s["rows quarantined"] == exp.bad_lines
+    assert s["duplicates skipped"] == exp.duplicates
+    sessions = silver_rows(spark, root)
+    assert sessions.count() == len(exp.sessions)
+    assert {r[0] for r in sessions.select("session_id").collect()} == exp.sessions
+    assert silver_rows(spark, root, "quarantine").count() == exp.bad_lines
+    first_version = s["version"]
+
+    # Rerun with nothing new: nothing read, nothing written, same Silver version.
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 0, r.err
+    assert summary(r.out) == {"files read": 0, "rows ingested": 0, "rows quarantined": 0, "duplicates skipped": 0,
+                              "version": first_version}
+
+    # Scribble on an already-ingested file: if the stream re-read old files, this would be quarantined.
+    with open(first_files[0], "a") as fh:
+        fh.write("this line must never be read\n")
+    r = run_cli("--root", str(root), "generate", "--sessions", "1000", "--files", "2", "--seed", "8")
+    assert r.code == 0, r.err
+    new_files = [f for f in bronze_files(root) if f not in first_files]
+    exp_new = expected_from(new_files, already=exp.sessions)
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 0, r.err
+    s = summary(r.out)
+    assert s["files read"] == 2
+    assert s["rows ingested"] == len(exp_new.sessions)
+    assert s["rows quarantined"] == exp_new.bad_lines
+    assert s["duplicates skipped"] == exp_new.duplicates
+    assert s["version"] > first_version
+    assert silver_rows(spark, root).count() == len(exp.sessions | exp_new.sessions)
+    assert silver_rows(spark, root, "quarantine").count() == exp.bad_lines + exp_new.bad_lines
+
+    # The change data feed is on: the DP release reads only what each version added.
+    props = spark.sql(f"DESCRIBE DETAIL delta.`{root / 'silver' / 'sessions'}`").first()["properties"]
+    assert props["delta.enableChangeDataFeed"] == "true"
+
+
+def _write(path: Path, lines: list[str], gz: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(line + "\n" for line in lines).encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def test_gzip_empty_files_duplicates_across_files_and_other_names(spark, root):
+    bronze = root / "bronze"
+    a = json.dumps(session(fullVisitorId="1", visitId="100"))
+    b = json.dumps(session(fullVisitorId="2", visitId="200"))
+    c = json.dumps(session(fullVisitorId="3", visitId="300"))
+    _write(bronze / "a.jsonl", [a, b, a])                       # duplicate inside a file
+    _write(bronze / "2017" / "b.json.gz", [b, c], gz=True)       # gzip, in a subfolder, b again
+    _write(bronze / "empty.jsonl", [])                          # empty file
+    _write(bronze / "bad.json", ['{"visitId": "1"}', "oops"])   # two bad lines
+    _write(bronze / "notes.txt", [a])                           # not an event file name: ignored
+    _write(bronze / ".hidden.jsonl.tmp", [c])                   # half-written temp file: ignored
+
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 0, r.err
+    s = summary(r.out)
+    assert s["files read"] == 4  # a, b.json.gz, empty, bad
+    assert (s["rows ingested"], s["rows quarantined"], s["duplicates skipped"]) == (3, 2, 2)
+    assert sorted(r[0] for r in silver_rows(spark, root).select("session_id").collect()) == ["1-100", "2-200", "3-300"]
+    reasons = sorted(r[0] for r in silver_rows(spark, root, "quarantine").select("reason").collect())
+    assert reasons == ["missing_field: fullVisitorId", "not_json: the line is not a JSON object"]
+
+
+def test_sql_formats(spark, root):
+    run_cli("--root", str(root), "generate", "--sessions", "500", "--seed", "3", "--bad-rate", "0")
+    exp = expected_from(bronze_files(root))
+    assert run_cli("--root", str(root), "ingest").code == 0
+    query = "SELECT continent, count(*) AS n FROM silver.sessions GROUP BY continent ORDER BY continent"
+
+    r = run_cli("--root", str(root), "sql", query, "--format", "json")
+    assert r.code == 0, r.err
+    rows = [json.loads(line) for line in r.out.splitlines()]
+    assert {row["continent"]: row["n"] for row in rows} == dict(exp.continents)
+
+    r = run_cli("--root", str(root), "sql", query, "--format", "csv")
+    parsed = list(csv.reader(io.StringIO(r.out)))
+    assert parsed[0] == ["continent", "n"]
+    assert {c: int(n) for c, n in parsed[1:]} == dict(exp.continents)
+
+    r = run_cli("--root", str(root), "sql", query)
+    lines = r.out.splitlines()
+    assert lines[0].split() == ["continent", "n"] and set(lines[1]) == {"-", " "}
+    assert lines[-1] == f"({len(exp.continents)} rows)"
+
+    r = run_cli("--root", str(root), "sql", "SELECT count(*) AS n FROM silver.sessions VERSION AS OF 0", "--format", "json")
+    assert json.loads(r.out) == {"n": 0}  # version 0 is the empty table as created
+
+    r = run_cli("--root", str(root), "sql", "SELECT nope FROM silver.sessions")
+    assert r.code == 1 and r.err.count("\n") == 1 and "SQL error" in r.err
+
+    r = run_cli("--root", str(root), "sql", "SELECT * FROM gold.sessions_per_continent")
+    assert r.code == 1 and "does not exist yet" in r.err
+
+
+def test_bronze_missing_is_a_clear_error(root):
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 1
+    assert "Bronze folder" in r.err and "does not exist" in r.err and r.err.count("\n") == 1
+
+
+def _ingest_killed(root: Path, conf: Path, env: dict, wait_for: str) -> None:
+    # Its own process group: SIGKILL takes the Python driver and its JVM at once, like a container dying.
+    proc = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "ingest", env=env, start_new_session=True)
+    try:
+        for line in proc.stderr:
+            if wait_for in line:
+                break
+        else:
+            pytest.fail(f"ingest ended before {wait_for!r}: exit {proc.wait()}")
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env, wait_for", [
+    # Frozen right after a batch's MERGE committed, before its quarantine rows and its checkpoint
+    # commit: the worst moment for exactly-once.
+    ({"LAKEHOUSE_FAILPOINT": "ingest-after-merge"}, "FAILPOINT ingest-after-merge"),
+    # Killed at whatever point the second micro-batch has reached when the first one reports done.
+    ({}, "ingest batch 0:"),
+], ids=["after-merge", "mid-stream"])
+def test_sigkill_mid_ingest_then_rerun_is_exactly_once(spark, root, tmp_path, env, wait_for):
+    run_cli("--root", str(root), "generate", "--sessions", "4000", "--files", "4", "--seed", "11")
+    exp = expected_from(bronze_files(root))
+    conf = tmp_path / "one-file-per-batch.toml"
+    conf.write_text("[ingest]\nmax_files_per_trigger = 1\n")
+
+    _ingest_killed(root, conf, env, wait_for)
+
+    r = run_cli("--conf", str(conf), "--root", str(root), "ingest")
+    assert r.code == 0, r.err
+    sessions = silver_rows(spark, root)
+    assert sessions.count() == len(exp.sessions)
+    assert sessions.select("session_id").distinct().count() == len(exp.sessions)
+    assert {r[0] for r in sessions.select("session_id").collect()} == exp.sessions
+    assert silver_rows(spark, root, "quarantine").count() == exp.bad_lines

@@ -1,0 +1,155 @@
+"""Unit tests of the pure Bronze -> Silver transformations on tiny in-memory frames."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from streaming import transform
+from streaming.schema import SILVER_COLUMNS
+
+KEY = b"unit-test-key"
+UTC = dt.timezone.utc
+
+
+def session(**overrides) -> dict:
+    """A valid GA-shaped session; overrides replace top-level keys (None deletes)."""
+    record = {
+        "fullVisitorId": "1234567890", "visitId": "1501591568", "visitStartTime": "1501591568",
+        "device": {"browser": "Chrome", "operatingSystem": "Windows", "isMobile": False, "deviceCategory": "desktop"},
+        "geoNetwork": {"continent": "Europe", "subContinent": "Western Europe", "country": "Germany", "city": "Berlin"},
+        "totals": {"visits": "1", "hits": "4", "pageviews": "3", "timeOnSite": "120"},
+        "trafficSource": {"source": "google"}, "hits": [{"hitNumber": "1"}],
+    }
+    for key, value in overrides.items():
+        if value is None:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    return record
+
+
+def lines_df(spark, *lines: str, source_file: str = "file:/bronze/a.jsonl"):
+    return spark.createDataFrame([(line, source_file) for line in lines], "value string, source_file string")
+
+
+def silver(spark, *lines: str):
+    return transform.bronze_to_silver(lines_df(spark, *lines), KEY, F.lit(dt.datetime(2026, 1, 1)))
+
+
+def reasons(spark, *records) -> list[str | None]:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    return [row["reason"] for row in silver(spark, *lines).collect()]
+
+
+def test_hmac_matches_python_hmac(spark):
+    ids = ["1234567890", "0000180837325221777", "é-unicode"]
+    long_key = b"k" * 100  # longer than one SHA-256 block: hashed first, per RFC 2104
+    for key in (KEY, long_key):
+        df = spark.createDataFrame([(i,) for i in ids], "id string")
+        got = [r[0] for r in df.select(transform.hmac_sha256_hex(key, F.col("id"))).collect()]
+        assert got == [hmac.new(key, i.encode(), hashlib.sha256).hexdigest() for i in ids]
+
+
+def test_clean_dimension_maps_placeholders_to_not_set(spark):
+    values = [" Europe ", "(not set)", "not available in demo dataset", "", None, "Americas", "(NOT SET)"]
+    df = spark.createDataFrame([(v,) for v in values], "v string")
+    actual = df.select(transform.clean_dimension(F.col("v")).alias("v"))
+    expected = spark.createDataFrame([(v,) for v in ["Europe", "(not set)", "(not set)", "(not set)", "(not set)",
+                                                     "Americas", "(not set)"]], "v string")
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_device_category_keeps_known_categories_only(spark):
+    df = spark.createDataFrame([(v,) for v in ["desktop", "Mobile ", "tablet", "smart tv", None]], "v string")
+    actual = df.select(transform.device_category(F.col("v")).alias("v"))
+    expected = spark.createDataFrame([(v,) for v in ["desktop", "mobile", "tablet", "(not set)", "(not set)"]],
+                                     "v string")
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_valid_session_is_flattened_and_cast(spark):
+    row = silver(spark, json.dumps(session())).first()
+    assert row["reason"] is None and row["raw"] is None  # raw is kept for quarantined lines only
+    assert row["session_id"] == "1234567890-1501591568"
+    assert row["user_id"] == hmac.new(KEY, b"1234567890", hashlib.sha256).hexdigest()
+    assert row["session_start"].replace(tzinfo=UTC) == dt.datetime(2017, 8, 1, 12, 46, 8, tzinfo=UTC)
+    assert (row["continent"], row["country"], row["device"]) == ("Europe", "Germany", "desktop")
+    assert (row["browser"], row["operating_system"]) == ("Chrome", "Windows")
+    assert (row["num_pageviews"], row["total_time_on_page"]) == (3, 120)
+    assert row["source_file"] == "file:/bronze/a.jsonl"
+
+
+def test_numbers_as_strings_and_as_numbers_give_the_same_row(spark):
+    as_numbers = session(visitId=1501591568, visitStartTime=1501591568,
+                         totals={"visits": 1, "hits": 4, "pageviews": 3, "timeOnSite": 120})
+    df = silver(spark, json.dumps(session()), json.dumps(as_numbers)).select(*SILVER_COLUMNS)
+    first, second = df.collect()
+    assert first == second
+
+
+def test_bounce_without_time_on_site_and_missing_pageviews_are_zero(spark):
+    bounce = session(totals={"visits": "1", "bounces": "1"})
+    row = silver(spark, json.dumps(bounce)).first()
+    assert row["reason"] is None
+    assert (row["num_pageviews"], row["total_time_on_page"]) == (0, 0)
+
+
+def test_missing_geo_and_device_become_not_set(spark):
+    row = silver(spark, json.dumps(session(geoNetwork=None, device=None))).first()
+    assert row["reason"] is None
+    assert {row[c] for c in ("continent", "country", "device", "browser", "operating_system")} == {"(not set)"}
+
+
+@pytest.mark.parametrize("record, expected", [
+    ("{not json", "not_json: the line is not a JSON object"),
+    ("[1, 2, 3]", "not_json: the line is not a JSON object"),
+    (session(totals="lots"), "wrong_type: device, geoNetwork and totals must be JSON objects"),
+    (session(fullVisitorId=None), "missing_field: fullVisitorId"),
+    (session(fullVisitorId="  "), "missing_field: fullVisitorId"),
+    (session(fullVisitorId="has space"), "bad_value: fullVisitorId='has space' is not an identifier"),
+    (session(visitId=None), "missing_field: visitId"),
+    (session(visitId="abc"), "bad_value: visitId='abc' is not an integer"),
+    (session(visitId="-5"), "out_of_range: visitId=-5 is outside [0, 9223372036854775807)"),
+    (session(visitStartTime=None), "missing_field: visitStartTime"),
+    (session(visitStartTime="yesterday"), "bad_value: visitStartTime='yesterday' is not an integer"),
+    (session(visitStartTime="12"), "out_of_range: visitStartTime=12 is outside [946684800, 4102444800)"),
+    (session(totals={"pageviews": "-3"}), "out_of_range: totals.pageviews=-3 is outside [0, 100001)"),
+    (session(totals={"pageviews": "2.5"}), "bad_value: totals.pageviews='2.5' is not an integer"),
+    (session(totals={"pageviews": "1", "timeOnSite": "x"}), "bad_value: totals.timeOnSite='x' is not an integer"),
+    (session(totals={"pageviews": "1", "timeOnSite": "90000"}),
+     "out_of_range: totals.timeOnSite=90000 is outside [0, 86401)"),
+])
+def test_each_quarantine_reason(spark, record, expected):
+    assert reasons(spark, record) == [expected]
+
+
+def test_quarantined_rows_keep_raw_line_and_source(spark):
+    bad = '{"fullVisitorId": "1", "visitId": "x"}'
+    df = transform.quarantined(silver(spark, bad, json.dumps(session())))
+    expected = spark.createDataFrame(
+        [("file:/bronze/a.jsonl", bad, "bad_value: visitId='x' is not an integer", dt.datetime(2026, 1, 1))],
+        "source_file string, raw string, reason string, ingested_at timestamp")
+    assert_df_equality(df, expected, ignore_nullable=True)
+
+
+def test_blank_lines_carry_no_record(spark):
+    df = silver(spark, "", "   ", json.dumps(session()))
+    assert df.count() == 1
+
+
+def test_dedupe_keeps_one_row_per_session_first_file_wins(spark):
+    line = json.dumps(session())
+    other = json.dumps(session(fullVisitorId="999", visitId="1"))
+    df = transform.bronze_to_silver(
+        spark.createDataFrame([(line, "file:/b/2.jsonl"), (line, "file:/b/1.jsonl"), (other, "file:/b/2.jsonl")],
+                              "value string, source_file string"), KEY, F.lit(dt.datetime(2026, 1, 1)))
+    deduped = transform.dedupe_sessions(transform.valid_sessions(df))
+    got = sorted((r["session_id"], r["source_file"]) for r in deduped.collect())
+    assert got == [("1234567890-1501591568", "file:/b/1.jsonl"), ("999-1", "file:/b/2.jsonl")]

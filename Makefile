@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 # Delta and hadoop-azure jars, resolved once from Maven Central by Spark's own resolver into a
 # project-local Ivy cache; later sessions load them from disk and start offline.
-$(JARS)/manifest.json: $(VENV)/.installed
+$(JARS)/manifest.json: $(VENV)/.installed $(wildcard lakehouse/jvm/*.java)
 	$(BIN)/python -m lakehouse.jars --dest $(JARS)
 
 node_modules/.installed: package.json package-lock.json

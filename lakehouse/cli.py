@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,16 +40,17 @@ Set LAKEHOUSE_DEBUG=1 to see Python tracebacks.
 
 @dataclass
 class Context:
-    """What every command needs, built lazily: `generate` never starts a JVM."""
+    """What every command needs, built lazily: `generate` never starts a JVM, `upload` never Spark."""
 
     config: Config
     _spark: object = field(default=None, repr=False)
+    _azure_ready: bool = False
 
     @property
     def loc(self) -> Locations:
         return Locations.from_config(self.config)
 
-    @property
+    @functools.cached_property
     def azure(self):
         if self.config.azure is None:
             return None
@@ -54,11 +58,21 @@ class Context:
 
         return azure.AzureSettings.from_config(self.config)
 
+    def _prepare_azure(self) -> None:
+        """Credentials checked (and containers created if allowed) before any Spark work."""
+        if self.azure is not None and not self._azure_ready:
+            from lakehouse import azure
+
+            loc = self.loc
+            azure.prepare_containers(self.azure, [u for u in (loc.bronze, loc.silver, loc.gold) if is_url(u)])
+            self._azure_ready = True
+
     @property
     def spark(self):
         if self._spark is None:
             from lakehouse.spark import get_spark
 
+            self._prepare_azure()
             spark = get_spark(self.config)
             if self.azure is not None:
                 from lakehouse import azure
@@ -70,6 +84,7 @@ class Context:
     def lock(self):
         from lakehouse.lock import run_lock
 
+        self._prepare_azure()
         return run_lock(self.loc, self.azure)
 
 
@@ -310,7 +325,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    # A container stop or a scheduler timeout sends SIGTERM; as PID 1 in a container Python would
+    # otherwise ignore it. Exiting unwinds the run lock and stops Spark cleanly.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("LAKEHOUSE_DEBUG") == "1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,12 +101,12 @@ class MetricConfig:
 
 @dataclass(frozen=True)
 class AzureConfig:
-    account: str = ""
+    account: str = ""  # empty: from AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_ACCOUNT
     # "key": AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_KEY from the environment;
-    # "msi": managed identity (Azure Container Apps Job, VM, AKS) through azure-identity / ABFS OAuth.
+    # "msi": a managed identity, through azure-identity (SDK) and ABFS OAuth (Spark).
     auth: str = "key"
-    emulator: bool = False
-    blob_endpoint: str = ""
+    endpoint: str = ""  # "host:port" of an emulator's Blob service (Azurite), spoken over plain HTTP
+    hierarchical_namespace: bool = False  # ADLS Gen2 account (true) or flat Blob account (false)
     create_containers: bool = False
     lock_lease_seconds: int = 60
 
@@ -158,6 +159,26 @@ def default_config_path() -> Path | None:
     return DEFAULT_CONF_PATH if DEFAULT_CONF_PATH.is_file() else None
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, key: str, source: str) -> Any:
+    """``${NAME}`` in a string value is replaced by the environment variable NAME (config by
+    environment, e.g. in a container); an unset variable is an error naming the key."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{key}.{k}" if key else k, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, key, source) for v in value]
+    if isinstance(value, str):
+        def sub(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{source}: {key}: environment variable {name} is not set")
+            return os.environ[name]
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
 def load_config(path: str | Path | None) -> Config:
     """Reads and validates a config file; ``None`` gives the built-in defaults."""
     if path is None:
@@ -170,7 +191,7 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"config file {path} does not exist (pass --conf FILE or set {CONF_ENV})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(_expand_env(data, "", str(path)), source=str(path))
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
@@ -316,6 +337,8 @@ def _validate(config: Config, where: _Where) -> None:
             raise where.error("azure.auth", f"must be 'key' or 'msi', got {az.auth!r}")
         if az.lock_lease_seconds < 15 or az.lock_lease_seconds > 60:
             raise where.error("azure.lock_lease_seconds", "must be between 15 and 60 (Blob lease limits)")
+        if az.endpoint and ("://" in az.endpoint or az.endpoint.count(":") != 1):
+            raise where.error("azure.endpoint", f"must be host:port without a scheme, got {az.endpoint!r}")
 
 
 def _validate_privacy(p: PrivacyConfig, where: _Where) -> None:

@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pyspark
@@ -61,6 +66,19 @@ def jars_dir() -> Path:
     return Path(os.environ.get("LAKEHOUSE_JARS_DIR", DEFAULT_DIR))
 
 
+def _sources_digest() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(JVM_SOURCES.glob("*.java")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _manifest_key() -> dict:
+    return {"packages": required_packages(), "excludes": EXCLUDES, "jvm_sources": _sources_digest()}
+
+
 def resolved_jars(directory: Path | None = None) -> list[str] | None:
     """Jar paths from the manifest, or None if missing, stale or incomplete."""
     directory = directory or jars_dir()
@@ -68,12 +86,37 @@ def resolved_jars(directory: Path | None = None) -> list[str] | None:
     if not manifest.is_file():
         return None
     data = json.loads(manifest.read_text())
-    if data.get("packages") != required_packages() or data.get("excludes") != EXCLUDES:
+    if any(data.get(k) != v for k, v in _manifest_key().items()):
         return None
     jars = [str(directory / rel) for rel in data.get("jars", [])]
     if not jars or not all(Path(j).is_file() for j in jars):
         return None
     return jars
+
+
+JVM_SOURCES = Path(__file__).with_name("jvm")
+IDENTITY_JAR = "lakehouse-azure-identity.jar"
+
+
+def build_identity_jar(directory: Path, classpath: list[Path]) -> Path | None:
+    """Compiles lakehouse/jvm/*.java (the Container Apps managed-identity token provider for ABFS)
+    against the resolved hadoop-azure jar. Needs a JDK; without javac it is skipped with a warning
+    (only `[azure] auth = "msi"` on Container Apps needs it)."""
+    javac = shutil.which("javac")
+    if javac is None:
+        print("warning: no javac (a JDK): the Container Apps managed-identity provider is not built", file=sys.stderr)
+        return None
+    pyspark_jars = Path(pyspark.__file__).parent / "jars"
+    with tempfile.TemporaryDirectory() as classes:
+        subprocess.run([javac, "--release", "17", "-nowarn", "-d", classes,
+                        "-cp", os.pathsep.join([str(pyspark_jars / "*"), *map(str, classpath)]),
+                        *map(str, sorted(JVM_SOURCES.glob("*.java")))], check=True)
+        jar = directory / IDENTITY_JAR
+        with zipfile.ZipFile(jar, "w", zipfile.ZIP_DEFLATED) as zf:  # a jar is a zip with a manifest
+            zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: dp-lakehouse\n")
+            for path in sorted(Path(classes).rglob("*.class")):
+                zf.write(path, path.relative_to(classes).as_posix())
+    return jar
 
 
 def resolve(directory: Path) -> list[str]:
@@ -97,8 +140,11 @@ def resolve(directory: Path) -> list[str]:
     jars = [Path(j.removeprefix("file://").removeprefix("file:")) for j in listed.split(",") if j]
     if not jars:
         raise RuntimeError("Spark resolved no jars; see the Ivy output above")
+    identity = build_identity_jar(directory, jars)
+    if identity is not None:
+        jars.append(identity)
     rel = [str(j.resolve().relative_to(directory)) for j in jars]
-    (directory / MANIFEST).write_text(json.dumps({"packages": packages, "excludes": EXCLUDES, "jars": rel}, indent=2) + "\n")
+    (directory / MANIFEST).write_text(json.dumps({**_manifest_key(), "jars": rel}, indent=2) + "\n")
     print(f"{len(rel)} jars ready in {ivy / 'jars'}", file=sys.stderr)
     return [str(j) for j in jars]
 

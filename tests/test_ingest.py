@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lakehouse_subprocess, run_cli
+from conftest import SUBPROCESS_SPARK_CONF, lakehouse_subprocess, run_cli
 from oracle import expected_from
 from test_transform import session
 
@@ -177,7 +177,7 @@ def test_sigkill_mid_ingest_then_rerun_is_exactly_once(spark, root, tmp_path, en
     run_cli("--root", str(root), "generate", "--sessions", "4000", "--files", "4", "--seed", "11")
     exp = expected_from(bronze_files(root))
     conf = tmp_path / "one-file-per-batch.toml"
-    conf.write_text("[ingest]\nmax_files_per_trigger = 1\n")
+    conf.write_text("[ingest]\nmax_files_per_trigger = 1\n" + SUBPROCESS_SPARK_CONF)
 
     _ingest_killed(root, conf, env, wait_for)
 

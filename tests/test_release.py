@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lakehouse_subprocess, run_cli
+from conftest import SUBPROCESS_SPARK_CONF, lakehouse_subprocess, run_cli
 from oracle import expected_from
 
 CONTINENTS = ["Africa", "Americas", "Antarctica", "Asia", "Europe", "Oceania", "(not set)"]
@@ -52,7 +52,8 @@ ROW_LEVEL = {"user_id", "session_id", "raw", "source_file", "session_start"}
 @pytest.fixture
 def conf(tmp_path) -> Path:
     path = tmp_path / "release.toml"
-    path.write_text(CONF.format(cap=10.0, continents=json.dumps(CONTINENTS)))
+    # The [spark] JVM options only matter to subprocesses: the in-process session is already up.
+    path.write_text(CONF.format(cap=10.0, continents=json.dumps(CONTINENTS)) + SUBPROCESS_SPARK_CONF)
     return path
 
 
@@ -202,6 +203,9 @@ def test_sigkill_mid_release_then_rerun_publishes_exactly_once(spark, root, conf
                 break
         else:
             pytest.fail(f"release ended before {wait_for!r}: exit {proc.wait()}")
+        # Meanwhile, an overlapping run (a scheduler starting the next job early) fails cleanly.
+        overlap = cli(conf, root, "run")
+        assert overlap.code == 75 and "another lakehouse run holds" in overlap.error
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:

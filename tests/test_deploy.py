@@ -1,0 +1,62 @@
+"""The container image definition and the deployment script: linted, and the script's plan checked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+DEPLOY = REPO / "deploy" / "containerapps-job.sh"
+NAMES = {"RESOURCE_GROUP": "rg-lh", "LOCATION": "westeurope", "STORAGE_ACCOUNT": "stlh", "REGISTRY": "acrlh",
+         "KEY_VAULT": "kv-lh"}
+
+
+def run(*cmd: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_dockerfile_passes_hadolint():
+    r = run(str(BIN / "hadolint"), "Dockerfile")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dockerfile_runs_lakehouse_as_non_root_and_resolves_jars_at_build_time():
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    assert 'ENTRYPOINT ["lakehouse"]' in lines and 'CMD ["run"]' in lines
+    user = [line for line in lines if line.startswith("USER ")]
+    assert user and user[-1] not in ("USER root", "USER 0")
+    assert any("python -m lakehouse.jars" in line for line in lines)  # the image starts offline
+
+
+def test_shell_scripts_pass_shellcheck():
+    r = run(str(BIN / "shellcheck"), "--severity=style", str(DEPLOY), str(REPO / ".ci" / "run"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_deploy_script_grants_least_privilege():
+    r = run("bash", str(DEPLOY), "--dry-run", env={**NAMES, "ANALYSTS_PRINCIPAL_ID": "analysts-group"})
+    assert r.returncode == 0, r.stderr
+    grants = [line for line in r.stdout.splitlines() if line.startswith("az role assignment create")]
+    storage_grants = {(line.split("--role ")[1].split(" --scope")[0].replace("\\", ""),
+                       line.split("--assignee-object-id ")[1].split()[0].replace("\\", ""),
+                       line.rsplit("/containers/", 1)[-1].split()[0])
+                      for line in grants if "/containers/" in line}
+    assert storage_grants == {
+        ("Storage Blob Data Reader", "<tsv>", "bronze"),
+        ("Storage Blob Data Contributor", "<tsv>", "silver"),
+        ("Storage Blob Data Contributor", "<tsv>", "gold"),
+        ("Storage Blob Data Reader", "analysts-group", "gold"),
+    }
+    job = next(line for line in r.stdout.splitlines() if line.startswith("az containerapp job create"))
+    assert "--trigger-type Schedule" in job and "--mi-user-assigned" in job and "secretref:pseudonym-key" in job
+
+
+def test_deploy_script_names_a_missing_parameter():
+    env = {k: v for k, v in NAMES.items() if k != "KEY_VAULT"}
+    r = run("bash", str(DEPLOY), "--dry-run", env={**env, "KEY_VAULT": ""})
+    assert r.returncode == 2 and "set KEY_VAULT" in r.stderr

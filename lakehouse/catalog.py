@@ -34,7 +34,11 @@ def ensure_silver_tables(spark: SparkSession, loc: Locations, properties: dict[s
     silver.quarantine."""
     if not is_delta_table(spark, loc.silver_sessions):
         create_table(spark, loc.silver_sessions, SILVER_SESSIONS_SCHEMA,
-                     {"delta.enableChangeDataFeed": "true", **properties})
+                     {"delta.enableChangeDataFeed": "true",
+                      # min/max statistics where they prune: the ingest MERGE's time window, and
+                      # time-range queries. (All 12 columns cost ~30 % more per write.)
+                      "delta.dataSkippingStatsColumns": "session_id,session_start",
+                      **properties})
     if not is_delta_table(spark, loc.silver_quarantine):
         create_table(spark, loc.silver_quarantine, SILVER_QUARANTINE_SCHEMA)
 

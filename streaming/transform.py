@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from streaming.schema import BRONZE_SCHEMA, CORRUPT_COLUMN, QUARANTINE_COLUMNS, SILVER_COLUMNS
@@ -63,83 +63,98 @@ def parse_bronze(lines: DataFrame) -> DataFrame:
                     F.from_json("value", BRONZE_SCHEMA, options).alias("rec")))
 
 
-def _problem(check: Column, reason: Column | str) -> tuple[Column, Column]:
-    return check, reason if isinstance(reason, Column) else F.lit(reason)
+# Integer fields: (name in the reason, path in the Bronze record, lower bound, upper bound (excl.), required)
+_INTEGER_FIELDS = [
+    ("visitId", ("visitId",), 0, 2**63 - 1, True),
+    ("visitStartTime", ("visitStartTime",), MIN_START, MAX_START, True),
+    ("totals.pageviews", ("totals", "pageviews"), 0, MAX_PAGEVIEWS + 1, False),
+    ("totals.timeOnSite", ("totals", "timeOnSite"), 0, MAX_TIME_ON_SITE + 1, False),
+]
+
+
+def _field(path: tuple[str, ...]) -> Column:
+    col = F.col("rec")
+    for part in path:
+        col = col[part]
+    return col
+
+
+def _typed(parsed: DataFrame) -> DataFrame:
+    """Step 1: every value trimmed and cast once. (Spark keeps this projection apart from the next
+    one rather than recomputing each cast in every branch of the reason's CASE WHEN.)"""
+    rec = F.col("rec")
+    columns = [
+        "raw", "source_file",
+        rec.isNull().alias("_no_record"),
+        rec[CORRUPT_COLUMN].isNotNull().alias("_corrupt"),
+        (rec["fullVisitorId"].isNull() & rec["visitId"].isNull() & rec["device"].isNull() & rec["geoNetwork"].isNull()
+         & rec["totals"].isNull() & rec["visitStartTime"].isNull()).alias("_nothing_parsed"),
+        rec["fullVisitorId"].alias("_visitor_raw"),
+        F.trim(rec["fullVisitorId"]).alias("_visitor"),
+        clean_dimension(rec["geoNetwork"]["continent"]).alias("continent"),
+        clean_dimension(rec["geoNetwork"]["country"]).alias("country"),
+        device_category(rec["device"]["deviceCategory"]).alias("device"),
+        clean_dimension(rec["device"]["browser"]).alias("browser"),
+        clean_dimension(rec["device"]["operatingSystem"]).alias("operating_system"),
+    ]
+    for i, (_, path, _, _, _) in enumerate(_INTEGER_FIELDS):
+        text = F.trim(_field(path))
+        columns += [_field(path).alias(f"_raw{i}"), text.alias(f"_text{i}"), text.try_cast("long").alias(f"_int{i}")]
+    return parsed.select(*columns)
 
 
 def _shown(raw: Column) -> Column:
     return F.substring(F.coalesce(raw, F.lit("null")), 1, 60)
 
 
-def _integer_problems(name: str, raw: Column, lo: int, hi: int, required: bool) -> list[tuple[Column, Column]]:
-    text = F.trim(raw)
-    value = text.try_cast("long")
-    present = text.isNotNull() & (text != "")
-    problems = []
-    if required:
-        problems.append(_problem(~present, f"missing_field: {name}"))
-    problems.append(_problem(present & value.isNull(),
-                             F.concat(F.lit(f"bad_value: {name}='"), _shown(raw), F.lit("' is not an integer"))))
-    problems.append(_problem(present & ((value < lo) | (value >= hi)),
-                             F.concat(F.lit(f"out_of_range: {name}="), _shown(raw),
-                                      F.lit(f" is outside [{lo}, {hi})"))))
-    return problems
-
-
-def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column | None = None) -> DataFrame:
-    """Raw lines -> one row per line with every Silver column plus ``raw`` and ``reason``.
-
-    ``reason`` is null for a valid session and names the first problem otherwise, as
-    ``<code>: <detail>`` with code one of not_json, wrong_type, missing_field, bad_value, out_of_range.
-    """
-    ingested_at = ingested_at if ingested_at is not None else F.current_timestamp()
-    parsed = parse_bronze(lines)
-    rec = F.col("rec")
-    visitor = F.trim(rec["fullVisitorId"])
-    visit_id = F.trim(rec["visitId"]).try_cast("long")
-    start = F.trim(rec["visitStartTime"]).try_cast("long")
-    pageviews = F.trim(rec["totals"]["pageviews"]).try_cast("long")
-    time_on_site = F.trim(rec["totals"]["timeOnSite"]).try_cast("long")
-
-    corrupt = rec[CORRUPT_COLUMN].isNotNull()
-    nothing_parsed = rec["fullVisitorId"].isNull() & rec["visitId"].isNull() & rec["device"].isNull() \
-        & rec["geoNetwork"].isNull() & rec["totals"].isNull() & rec["visitStartTime"].isNull()
-    problems = [
-        _problem(rec.isNull() | (corrupt & nothing_parsed), "not_json: the line is not a JSON object"),
-        _problem(corrupt, "wrong_type: device, geoNetwork and totals must be JSON objects"),
-        _problem(visitor.isNull() | (visitor == ""), "missing_field: fullVisitorId"),
-        _problem(~visitor.rlike(VISITOR_ID_PATTERN),
-                 F.concat(F.lit("bad_value: fullVisitorId='"), _shown(rec["fullVisitorId"]),
-                          F.lit("' is not an identifier"))),
-        *_integer_problems("visitId", rec["visitId"], 0, 2**63 - 1, required=True),
-        *_integer_problems("visitStartTime", rec["visitStartTime"], MIN_START, MAX_START, required=True),
-        *_integer_problems("totals.pageviews", rec["totals"]["pageviews"], 0, MAX_PAGEVIEWS + 1, required=False),
-        *_integer_problems("totals.timeOnSite", rec["totals"]["timeOnSite"], 0, MAX_TIME_ON_SITE + 1,
-                           required=False),
+def _reason() -> Column:
+    """Step 2: null for a valid session, else the first problem as ``<code>: <detail>``."""
+    problems: list[tuple[Column, Column]] = [
+        (F.col("_no_record") | (F.col("_corrupt") & F.col("_nothing_parsed")),
+         F.lit("not_json: the line is not a JSON object")),
+        (F.col("_corrupt"), F.lit("wrong_type: device, geoNetwork and totals must be JSON objects")),
+        (F.col("_visitor").isNull() | (F.col("_visitor") == ""), F.lit("missing_field: fullVisitorId")),
+        (~F.col("_visitor").rlike(VISITOR_ID_PATTERN),
+         F.concat(F.lit("bad_value: fullVisitorId='"), _shown(F.col("_visitor_raw")), F.lit("' is not an identifier"))),
     ]
+    for i, (name, _, lo, hi, required) in enumerate(_INTEGER_FIELDS):
+        text, value, raw = F.col(f"_text{i}"), F.col(f"_int{i}"), F.col(f"_raw{i}")
+        present = text.isNotNull() & (text != "")
+        if required:
+            problems.append((~present, F.lit(f"missing_field: {name}")))
+        problems.append((present & value.isNull(),
+                         F.concat(F.lit(f"bad_value: {name}='"), _shown(raw), F.lit("' is not an integer"))))
+        problems.append((present & ((value < lo) | (value >= hi)),
+                         F.concat(F.lit(f"out_of_range: {name}="), _shown(raw), F.lit(f" is outside [{lo}, {hi})"))))
     reason = F.lit(None).cast("string")
     for check, text in reversed(problems):  # the first failing check wins
         reason = F.when(check, text).otherwise(reason)
+    return reason
 
-    return parsed.select(
+
+def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column | None = None) -> DataFrame:
+    """Raw lines -> one row per line with every Silver column plus ``reason`` and ``raw``.
+
+    ``reason`` is null for a valid session and names the first problem otherwise, as
+    ``<code>: <detail>`` with code one of not_json, wrong_type, missing_field, bad_value, out_of_range.
+    ``raw`` is the original line for a quarantined row and null for a valid one (which needs no copy).
+    """
+    ingested_at = ingested_at if ingested_at is not None else F.current_timestamp()
+    visit_id, start, pageviews, time_on_site = (F.col(f"_int{i}") for i in range(4))
+    visitor = F.col("_visitor")
+    with_reason = _typed(parse_bronze(lines)).withColumn("reason", _reason())
+    return with_reason.select(
         F.concat(visitor, F.lit("-"), visit_id.cast("string")).alias("session_id"),
         hmac_sha256_hex(pseudonym_key, visitor).alias("user_id"),
         F.timestamp_seconds(start).alias("session_start"),
-        clean_dimension(rec["geoNetwork"]["continent"]).alias("continent"),
-        clean_dimension(rec["geoNetwork"]["country"]).alias("country"),
-        device_category(rec["device"]["deviceCategory"]).alias("device"),
-        clean_dimension(rec["device"]["browser"]).alias("browser"),
-        clean_dimension(rec["device"]["operatingSystem"]).alias("operating_system"),
+        "continent", "country", "device", "browser", "operating_system",
         F.coalesce(pageviews, F.lit(0)).cast("int").alias("num_pageviews"),
         F.coalesce(time_on_site, F.lit(0)).cast("int").alias("total_time_on_page"),
         "source_file",
         ingested_at.alias("ingested_at"),
-        reason.alias("reason"),
-        "raw",
-    ).withColumn(
-        # Only a quarantined line needs its raw text; dropping it for valid rows keeps the cached
-        # micro-batch a fraction of the Bronze bytes.
-        "raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
+        "reason",
+        F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
+    )
 
 
 def valid_sessions(candidates: DataFrame) -> DataFrame:
@@ -151,7 +166,14 @@ def quarantined(candidates: DataFrame) -> DataFrame:
 
 
 def dedupe_sessions(sessions: DataFrame) -> DataFrame:
-    """One row per session_id; when a batch holds a session twice, the first file (by name) wins."""
-    first = Window.partitionBy("session_id").orderBy("source_file", "session_start", "user_id")
-    return (sessions.withColumn("_n", F.row_number().over(first))
-            .where(F.col("_n") == 1).drop("_n"))
+    """One row per session_id; when a batch holds a session twice, the first file (by name) wins.
+
+    Duplicates are rare, so only their session ids are shuffled (a count per id); the rows of the
+    few duplicated ids are resolved apart and every other row passes through unshuffled.
+    """
+    repeated = F.broadcast(sessions.groupBy("session_id").count().where(F.col("count") > 1).select("session_id"))
+    others = [c for c in sessions.columns if c != "session_id"]
+    first = F.min_by(F.struct(*others), F.struct("source_file", "session_start", "user_id"))
+    resolved = (sessions.join(repeated, "session_id", "left_semi")
+                .groupBy("session_id").agg(first.alias("_s")).select("session_id", "_s.*"))
+    return sessions.join(repeated, "session_id", "left_anti").unionByName(resolved)

@@ -49,14 +49,16 @@ def _release(columns: list, backend, metrics: tuple[MetricConfig, ...], privacy:
     return results
 
 
-def release_metrics(sessions, metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig) -> list[MetricResult]:
-    """On a Spark DataFrame of Silver sessions, with PipelineDP's SparkRDDBackend."""
+def release_metrics(sessions, metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig
+                    ) -> tuple[list[MetricResult], int]:
+    """On a Spark DataFrame of Silver sessions, with PipelineDP's SparkRDDBackend; also returns the
+    number of rows."""
     sc = sessions.sparkSession.sparkContext
     columns = []
     for metric in metrics:
         value_col = metric.value or "user_id"  # COUNT / PRIVACY_ID_COUNT ignore the value
         columns.append(sessions.select("user_id", metric.group_by, value_col).rdd.map(tuple))
-    return _release(columns, SparkRDDBackend(sc), metrics, privacy)
+    return _release(columns, SparkRDDBackend(sc), metrics, privacy), sessions.count()
 
 
 def release_metrics_local(rows_per_metric: list[Iterable[tuple]], metrics: tuple[MetricConfig, ...],

@@ -1,12 +1,19 @@
 """The default DP engine: contribution bounding and aggregation in Spark, noise by PipelineDP.
 
-PipelineDP's SparkRDDBackend moves every row through Python. Here the rows never leave the JVM:
-Spark enforces the same contribution bounds PipelineDP would (per user and partition keep at most
-``max_contributions_per_partition`` rows, chosen uniformly at random; then per user keep at most
-``max_partitions_contributed`` partitions, chosen uniformly at random; clamp values), aggregates
-per partition, and hands PipelineDP's own mechanisms (``dp.noise``) a few numbers per partition.
-The budget comes from the same NaiveBudgetAccountant requests as the reference engine
-(``dp.engine_pipelinedp``), so both add noise of the same distribution.
+PipelineDP's SparkRDDBackend moves every row through Python. Here the rows never leave the JVM,
+and all metrics share one pass: the release's rows are grouped once per privacy unit (user), and
+for every metric Spark enforces the contribution bounds PipelineDP would enforce -
+
+* drop rows outside the public partitions (if the metric has them),
+* keep at most ``max_partitions_contributed`` of the user's partitions, chosen uniformly at random,
+* in each kept partition keep at most ``max_contributions_per_partition`` of the user's rows,
+  chosen uniformly at random, with values clamped to ``[min_value, max_value]``
+
+- then sums per partition. PipelineDP's own mechanisms (``dp.noise``) turn those few numbers per
+partition into DP results, with the budget from the same NaiveBudgetAccountant requests as the
+reference engine (``dp.engine_pipelinedp``), so both add noise of the same distribution. (PipelineDP
+samples rows per partition first and partitions second; both samples are uniform and independent,
+so the order does not change the distribution.)
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ from dp.metrics import MetricBudget, request_budgets
 from dp.noise import Accumulator, MetricResult, apply_noise
 from lakehouse.config import MetricConfig, PrivacyConfig
 
+ROWS_IN = "__rows_in__"  # a pseudo-metric carrying the number of rows released over
+
 
 def metric_rows(sessions: DataFrame, metric: MetricConfig) -> DataFrame:
-    """(user_id, key, value) for one metric; value is what gets summed after bounding:
-    SUM the clamped value, MEAN the clamped value minus the middle of the bounds (PipelineDP's
-    normalization), COUNT / PRIVACY_ID_COUNT nothing."""
+    """(user_id, key, value) for one metric; value is what gets summed after bounding: SUM the
+    clamped value, MEAN the clamped value minus the middle of the bounds (PipelineDP's
+    normalization), COUNT / PRIVACY_ID_COUNT nothing. Rows outside public partitions are dropped
+    before bounding, as PipelineDP does."""
     if metric.kind in ("SUM", "MEAN"):
         clamped = F.least(F.greatest(F.col(metric.value).cast("double"), F.lit(metric.min_value)),
                           F.lit(metric.max_value))
@@ -34,24 +44,28 @@ def metric_rows(sessions: DataFrame, metric: MetricConfig) -> DataFrame:
         value = F.lit(0.0)
     rows = sessions.select("user_id", F.col(metric.group_by).alias("key"), value.alias("value"))
     if metric.public_partitions is not None:
-        # As PipelineDP: rows outside the public partitions are dropped before bounding.
         rows = rows.where(F.col("key").isin(*metric.public_partitions))
     return rows
 
 
-def bound_contributions(rows: DataFrame, max_partitions: int, max_per_partition: int) -> DataFrame:
+def bound_contributions(rows: DataFrame, max_partitions: int, max_per_partition: int,
+                        sample_rows: bool = True) -> DataFrame:
     """(user_id, key, value) -> (user_id, key, count, value_sum), one row per kept (user, partition).
 
-    Per (user, partition) a uniform random sample of at most ``max_per_partition`` rows, then per
-    user a uniform random sample of at most ``max_partitions`` partitions: the order PipelineDP's
-    SamplingCrossAndPerPartitionContributionBounder uses.
+    Per (user, partition) at most ``max_per_partition`` rows: a uniform random sample when the values
+    matter (``sample_rows``); for a count, which rows are kept makes no difference, so the count is
+    simply capped. Then per user at most ``max_partitions`` partitions, uniformly at random. Every
+    window is partitioned by user: on rows already hash-partitioned by user_id, Spark only sorts
+    within partitions, with no further shuffle.
     """
-    by_user_partition = Window.partitionBy("user_id", "key").orderBy("_r")
-    per_partition = (rows.withColumn("_r", F.rand())
-                     .withColumn("_n", F.row_number().over(by_user_partition))
-                     .where(F.col("_n") <= max_per_partition)
-                     .groupBy("user_id", "key")
-                     .agg(F.count(F.lit(1)).alias("count"), F.sum("value").alias("value_sum")))
+    if sample_rows:
+        by_user_partition = Window.partitionBy("user_id", "key").orderBy("_r")
+        rows = (rows.withColumn("_r", F.rand())
+                .withColumn("_n", F.row_number().over(by_user_partition))
+                .where(F.col("_n") <= max_per_partition))
+    per_partition = (rows.groupBy("user_id", "key")
+                     .agg(F.least(F.count(F.lit(1)), F.lit(max_per_partition)).alias("count"),
+                          F.sum("value").alias("value_sum")))
     by_user = Window.partitionBy("user_id").orderBy("_r")
     return (per_partition.withColumn("_r", F.rand())
             .withColumn("_n", F.row_number().over(by_user))
@@ -59,24 +73,37 @@ def bound_contributions(rows: DataFrame, max_partitions: int, max_per_partition:
             .drop("_r", "_n"))
 
 
-def partition_accumulators(bounded: DataFrame) -> DataFrame:
-    """(user_id, key, count, value_sum) -> (key, count, value_sum, users)."""
-    return bounded.groupBy("key").agg(F.sum("count").alias("count"), F.sum("value_sum").alias("value_sum"),
-                                      F.count(F.lit(1)).alias("users"))
+def accumulators_frame(sessions: DataFrame, metrics: tuple[MetricConfig, ...]) -> DataFrame:
+    """(metric, key, count, value_sum, users) for every metric's partitions, plus the ROWS_IN row.
+
+    The rows are shuffled once, by user_id, and kept (local checkpoint) for every metric's bounding,
+    which then runs without another shuffle; per-partition totals need only a tiny one.
+    """
+    columns = sorted({"user_id"} | {m.group_by for m in metrics} | {m.value for m in metrics if m.value})
+    by_user = sessions.select(*columns).repartition("user_id").localCheckpoint(eager=True)
+    parts = [by_user.groupBy().agg(F.lit(ROWS_IN).alias("metric"), F.lit("").alias("key"),
+                                   F.count(F.lit(1)).alias("count"), F.lit(0.0).alias("value_sum"),
+                                   F.lit(0).cast("long").alias("users"))]
+    for m in metrics:
+        bounded = bound_contributions(metric_rows(by_user, m), m.max_partitions_contributed,
+                                      m.max_contributions_per_partition, sample_rows=m.kind in ("SUM", "MEAN"))
+        parts.append(bounded.groupBy(F.lit(m.name).alias("metric"), "key")
+                     .agg(F.sum("count").alias("count"), F.sum("value_sum").alias("value_sum"),
+                          F.count(F.lit(1)).alias("users")))
+    return functools.reduce(DataFrame.unionByName, parts)
 
 
-def collect_accumulators(sessions: DataFrame, metrics: tuple[MetricConfig, ...]) -> dict[str, dict[str, Accumulator]]:
-    """metric name -> partition -> bounded totals, for all metrics in one Spark job."""
-    per_metric = [
-        partition_accumulators(bound_contributions(metric_rows(sessions, m), m.max_partitions_contributed,
-                                                   m.max_contributions_per_partition))
-        .withColumn("metric", F.lit(m.name))
-        for m in metrics
-    ]
+def collect_accumulators(sessions: DataFrame, metrics: tuple[MetricConfig, ...]
+                         ) -> tuple[dict[str, dict[str, Accumulator]], int]:
+    """metric name -> partition -> bounded totals, and the number of rows, in one Spark job."""
     out: dict[str, dict[str, Accumulator]] = {m.name: {} for m in metrics}
-    for r in functools.reduce(DataFrame.unionByName, per_metric).collect():
-        out[r["metric"]][r["key"]] = Accumulator(int(r["count"]), float(r["value_sum"] or 0.0), int(r["users"]))
-    return out
+    rows_in = 0
+    for r in accumulators_frame(sessions, metrics).collect():
+        if r["metric"] == ROWS_IN:
+            rows_in = int(r["count"])
+        else:
+            out[r["metric"]][r["key"]] = Accumulator(int(r["count"]), float(r["value_sum"] or 0.0), int(r["users"]))
+    return out, rows_in
 
 
 def release_from_accumulators(accumulators: dict[str, dict[str, Accumulator]], metrics: tuple[MetricConfig, ...],
@@ -89,5 +116,6 @@ def release_from_accumulators(accumulators: dict[str, dict[str, Accumulator]], m
 
 
 def release_metrics(sessions: DataFrame, metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig,
-                    ) -> list[MetricResult]:
-    return release_from_accumulators(collect_accumulators(sessions, metrics), metrics, privacy)
+                    ) -> tuple[list[MetricResult], int]:
+    accumulators, rows_in = collect_accumulators(sessions, metrics)
+    return release_from_accumulators(accumulators, metrics, privacy), rows_in

@@ -6,12 +6,13 @@ write-ahead log:
 
 1. **compute** the DP results in memory (nothing written: a crash here loses nothing and spends
    nothing, because no noisy value left the process);
-2. **stage**: one Delta commit appends every Gold row and ledger row of the release to
-   ``<silver>/_release_staging`` (restricted, beside Silver) - the release now exists, atomically;
-3. **publish**: append the staged rows to ``gold.privacy_ledger`` first, then to each Gold metric
-   table, each as an idempotent Delta write (``txnAppId``/``txnVersion`` = release id), so the
-   ledger always accounts for every Gold row and a repeated publish writes nothing twice;
-4. **mark** the release published in the staging table.
+2. **stage**: one file, ``<silver>/_release_staging/release-<id>.json``, written under a temporary
+   name and renamed, holds every Gold row and ledger row of the release (restricted, beside
+   Silver) - the release now exists, atomically;
+3. **publish**: append the staged rows to ``gold.privacy_ledger`` first, then to the Gold metric
+   tables (in parallel), each as an idempotent Delta write (``txnAppId``/``txnVersion`` = release
+   id), so the ledger always accounts for every Gold row and a repeated publish writes nothing twice;
+4. **mark** it published: ``release-<id>.published``.
 
 Every release command first re-publishes staged releases that were not marked published, with
 the values computed the first time (no new noise, no new spend).
@@ -21,10 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -33,24 +34,13 @@ from dp import engine_pipelinedp, engine_spark
 from dp import metrics as dp_metrics
 from dp.ledger import fits_cap, read_ledger
 from dp.noise import MetricResult
-from lakehouse import catalog, failpoints
+from lakehouse import catalog, failpoints, fs
 from lakehouse.config import Config
 from lakehouse.errors import BudgetExceeded, LakehouseError
 from lakehouse.log import progress
-from lakehouse.storage import Locations
+from lakehouse.storage import Locations, join
 
-STAGING_SCHEMA = T.StructType([
-    T.StructField("release_id", T.LongType(), False),
-    T.StructField("state", T.StringType(), False),  # staged | published
-    T.StructField("table", T.StringType(), True),
-    T.StructField("schema", T.StringType(), True),
-    T.StructField("payload", T.StringType(), True),
-    T.StructField("epsilon", T.DoubleType(), True),
-    T.StructField("staged_at", T.TimestampType(), False),
-])
 PUBLISH_APP_ID = "dp-lakehouse-release"
-STAGE_APP_ID = "dp-lakehouse-release-staged"
-MARK_APP_ID = "dp-lakehouse-release-published"
 LEDGER = "gold.privacy_ledger"
 ENGINES = {"spark": engine_spark.release_metrics, "pipelinedp": engine_pipelinedp.release_metrics}
 
@@ -87,27 +77,23 @@ class ReleaseOutcome:
 # ------------------------------------------------------------------------------------------
 # staging and publishing
 
-
-def _staging(spark: SparkSession, loc: Locations) -> DataFrame | None:
-    if not catalog.is_delta_table(spark, loc.release_staging):
-        return None
-    return spark.read.format("delta").load(loc.release_staging)
+Tables = dict[str, tuple[T.StructType, list[tuple]]]  # qualified table name -> (schema, rows)
 
 
-def _staged_releases(spark: SparkSession, loc: Locations) -> dict[int, tuple[bool, float]]:
-    """release id -> (published?, epsilon it spends), for every release ever staged; one small job."""
-    staging = _staging(spark, loc)
-    if staging is None:
-        return {}
-    rows = staging.groupBy("release_id").agg(
-        F.max(F.col("state") == "published").alias("published"),
-        F.sum(F.when(F.col("table") == LEDGER, F.col("epsilon"))).alias("epsilon")).collect()
-    return {r["release_id"]: (bool(r["published"]), float(r["epsilon"] or 0.0)) for r in rows}
+def _staged_file(loc: Locations, release_id: int, suffix: str = "json") -> str:
+    return join(loc.release_staging, f"release-{release_id:010d}.{suffix}")
 
 
-def _append_once(df: DataFrame, path: str, app_id: str, release_id: int) -> None:
+def _staged_releases(spark: SparkSession, loc: Locations) -> dict[int, bool]:
+    """release id -> published?, for every release ever staged (a directory listing)."""
+    names = set(fs.list_names(spark, loc.release_staging))
+    return {int(n[8:18]): n.replace(".json", ".published") in names
+            for n in names if n.startswith("release-") and n.endswith(".json")}
+
+
+def _append_once(df: DataFrame, path: str, release_id: int) -> None:
     (df.write.format("delta").mode("append")
-     .option("txnAppId", app_id).option("txnVersion", release_id)
+     .option("txnAppId", PUBLISH_APP_ID).option("txnVersion", release_id)
      .save(path))
 
 
@@ -117,62 +103,51 @@ def _json_default(value):
     raise TypeError(type(value))
 
 
-def _stage(spark: SparkSession, loc: Locations, release_id: int,
-           tables: dict[str, tuple[T.StructType, list[tuple]]]) -> None:
-    """One commit holding the whole release: it exists entirely or not at all."""
-    now = dt.datetime.now(dt.timezone.utc)
-    rows = []
-    for table, (schema, table_rows) in tables.items():
-        names = schema.fieldNames()
-        for r in table_rows:
-            values = dict(zip(names, r))
-            rows.append((release_id, "staged", table, schema.json(), json.dumps(values, default=_json_default),
-                         values["epsilon"] if table == LEDGER else None, now))
-    _append_once(spark.createDataFrame(rows, STAGING_SCHEMA), loc.release_staging, STAGE_APP_ID, release_id)
+def _stage(spark: SparkSession, loc: Locations, release_id: int, tables: Tables, epsilon: float) -> None:
+    """One file holding the whole release: it exists entirely or not at all."""
+    body = {"release_id": release_id, "epsilon": epsilon,
+            "tables": {t: {"schema": schema.jsonValue(), "rows": [list(r) for r in rows]}
+                       for t, (schema, rows) in tables.items() if rows}}
+    fs.write_text_atomically(spark, _staged_file(loc, release_id), json.dumps(body, default=_json_default))
 
 
-def _from_payload(schema: T.StructType, payload: str) -> tuple:
-    values = json.loads(payload)
-    out = []
-    for f in schema.fields:
-        v = values.get(f.name)
-        if isinstance(f.dataType, T.TimestampType) and v is not None:
-            v = dt.datetime.fromisoformat(v)
-        out.append(v)
-    return tuple(out)
+def _read_staged(spark: SparkSession, loc: Locations, release_id: int) -> dict:
+    return json.loads(fs.read_text(spark, _staged_file(loc, release_id)))
 
 
-def _staged_tables(spark: SparkSession, loc: Locations, release_id: int) -> dict[str, tuple[T.StructType, list[tuple]]]:
-    staged = (_staging(spark, loc).where((F.col("release_id") == release_id) & (F.col("state") == "staged"))
-              .select("table", "schema", "payload").collect())
-    tables: dict[str, tuple[T.StructType, list[tuple]]] = {}
-    for r in staged:
-        schema = T.StructType.fromJson(json.loads(r["schema"]))
-        tables.setdefault(r["table"], (schema, []))[1].append(_from_payload(schema, r["payload"]))
+def _staged_tables(spark: SparkSession, loc: Locations, release_id: int) -> Tables:
+    tables: Tables = {}
+    for table, body in _read_staged(spark, loc, release_id)["tables"].items():
+        schema = T.StructType.fromJson(body["schema"])
+        timestamps = [isinstance(f.dataType, T.TimestampType) for f in schema.fields]
+        rows = [tuple(dt.datetime.fromisoformat(v) if ts and v is not None else v for v, ts in zip(row, timestamps))
+                for row in body["rows"]]
+        tables[table] = (schema, rows)
     return tables
 
 
-def _publish(spark: SparkSession, loc: Locations, release_id: int,
-             tables: dict[str, tuple[T.StructType, list[tuple]]]) -> dict[str, int]:
-    """Appends a staged release to the ledger, then to each Gold table (idempotent per table), then
-    marks it published."""
-    order = [LEDGER] + sorted(t for t in tables if t != LEDGER)  # the ledger first, always
-    counts = {}
-    for i, table in enumerate(order):
+def _publish(spark: SparkSession, loc: Locations, release_id: int, tables: Tables) -> dict[str, int]:
+    """Appends a staged release to the ledger, then to the Gold tables (idempotent per table,
+    concurrently: they are independent), then marks it published."""
+    def append(table: str) -> None:
         schema, rows = tables[table]
         if rows:  # a metric whose partition selection kept nothing has no rows to publish
-            _append_once(spark.createDataFrame(rows, schema), loc.table_path(table), PUBLISH_APP_ID, release_id)
-        counts[table] = len(rows)
-        failpoints.reached("release-after-ledger" if i == 0 else f"release-after-{table}")
-    mark = spark.createDataFrame([(release_id, "published", None, None, None, None, dt.datetime.now(dt.timezone.utc))],
-                                 STAGING_SCHEMA)
-    _append_once(mark, loc.release_staging, MARK_APP_ID, release_id)
-    return counts
+            _append_once(spark.createDataFrame(rows, schema), loc.table_path(table), release_id)
+        failpoints.reached("release-after-ledger" if table == LEDGER else f"release-after-{table}")
+
+    append(LEDGER)  # first, always: the ledger accounts for every Gold row
+    gold = sorted(t for t in tables if t != LEDGER)
+    with ThreadPoolExecutor(max_workers=max(1, len(gold))) as pool:
+        for future in [pool.submit(append, t) for t in gold]:
+            future.result()
+    fs.write_text_atomically(spark, _staged_file(loc, release_id, "published"),
+                             dt.datetime.now(dt.timezone.utc).isoformat())
+    return {t: len(rows) for t, (_, rows) in tables.items()}
 
 
-def recover_pending(spark: SparkSession, loc: Locations, staged: dict[int, tuple[bool, float]]) -> list[int]:
+def recover_pending(spark: SparkSession, loc: Locations, staged: dict[int, bool]) -> list[int]:
     """Publishes staged releases a crash left unpublished, with the values computed back then."""
-    pending = sorted(r for r, (published, _) in staged.items() if not published)
+    pending = sorted(r for r, published in staged.items() if not published)
     for release_id in pending:
         progress(f"release {release_id} was staged but not fully published (crash?): publishing it now")
         _publish(spark, loc, release_id, _staged_tables(spark, loc, release_id))
@@ -181,7 +156,8 @@ def recover_pending(spark: SparkSession, loc: Locations, staged: dict[int, tuple
 
 def pending_epsilon(spark: SparkSession, loc: Locations) -> float:
     """Epsilon of staged releases not yet published: already spent, the next run publishes them."""
-    return sum(eps for published, eps in _staged_releases(spark, loc).values() if not published)
+    return sum(_read_staged(spark, loc, r)["epsilon"] for r, published in _staged_releases(spark, loc).items()
+               if not published)
 
 
 # ------------------------------------------------------------------------------------------
@@ -253,17 +229,12 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations,
 
     sessions = (silver_increment(spark, loc.silver_sessions, v_from, v_to) if silver_version is None else
                 spark.read.format("delta").option("versionAsOf", silver_version).load(loc.silver_sessions))
-    sessions = sessions.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        outcome.rows_in = sessions.count()
-        if outcome.rows_in == 0:
-            outcome.message = f"nothing to release: silver.sessions versions {v_from}..{v_to} hold no rows; no budget spent"
-            return outcome
-        progress(f"release: DP over {outcome.rows_in} Silver rows (versions {v_from}..{v_to}, "
-                 f"engine {privacy.engine}, {privacy.noise_kind} noise)")
-        results = ENGINES[privacy.engine](sessions, config.metrics, privacy)
-    finally:
-        sessions.unpersist()
+    progress(f"release: DP over silver.sessions versions {v_from}..{v_to} (engine {privacy.engine}, "
+             f"{privacy.noise_kind} noise)")
+    results, outcome.rows_in = ENGINES[privacy.engine](sessions, config.metrics, privacy)
+    if outcome.rows_in == 0:
+        outcome.message = f"nothing to release: silver.sessions versions {v_from}..{v_to} hold no rows; no budget spent"
+        return outcome
 
     release_id = max([state.last_release_id, *staged]) + 1
     released_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -275,7 +246,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations,
                                   v_from, v_to, outcome.rows_in, released_at, privacy.noise_kind, privacy.engine))
         outcome.spend[metric.name] = (result.budget.epsilon, result.budget.delta)
     spent = sum(eps for eps, _ in outcome.spend.values())
-    _stage(spark, loc, release_id, tables)
+    _stage(spark, loc, release_id, tables, spent)
     failpoints.reached("release-after-stage")
     outcome.tables = _publish(spark, loc, release_id, tables)
     outcome.release_id, outcome.version_from, outcome.version_to = release_id, v_from, v_to

@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.errors import StreamingQueryException
 
-from lakehouse import catalog, failpoints
+from lakehouse import catalog, failpoints, fs
 from lakehouse.config import Config
 from lakehouse.errors import LakehouseError
 from lakehouse.log import progress, warn
@@ -188,16 +188,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _bronze_exists(spark: SparkSession, bronze: str) -> bool:
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(bronze)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return fs.exists(path)
-
-
 def ingest(spark: SparkSession, config: Config, loc: Locations) -> IngestResult:
     """Runs the availableNow stream over Bronze until every new file is in Silver."""
-    if not _bronze_exists(spark, loc.bronze):
+    if not fs.exists(spark, loc.bronze):
         raise LakehouseError(f"Bronze folder {loc.bronze} does not exist: land event files there "
                              "(`lakehouse generate` or `lakehouse upload`), or point --bronze at it")
     key = pseudonym_key(loc)

@@ -19,7 +19,7 @@ import pytest
 from scipy import optimize, stats
 
 from dp import engine_pipelinedp, engine_spark
-from dp.engine_spark import bound_contributions, collect_accumulators, metric_rows, partition_accumulators
+from dp.engine_spark import bound_contributions, collect_accumulators, metric_rows
 from lakehouse.config import MetricConfig, PrivacyConfig
 
 RELEASES = 200
@@ -98,7 +98,7 @@ def sessions_df(spark):
 @pytest.fixture(scope="module")
 def fast_accumulators(sessions_df):
     """The Spark half of the fast engine, once: bounding is deterministic on this dataset."""
-    return collect_accumulators(sessions_df, (COUNT, MEAN))
+    return collect_accumulators(sessions_df, (COUNT, MEAN))[0]
 
 
 def reference_noise(noise: str) -> tuple[np.ndarray, list[float]]:
@@ -165,8 +165,9 @@ def test_engines_agree_on_bounded_true_values(spark, sessions_df):
     """Noise switched off in effect (epsilon 1e7: Laplace scale 5e-7): both engines, on Spark, must
     return the bounded counts and means exactly."""
     huge = privacy("laplace", epsilon=1e7)
-    fast = engine_spark.release_metrics(sessions_df, (COUNT, MEAN), huge)
-    reference = engine_pipelinedp.release_metrics(sessions_df, (COUNT, MEAN), huge)
+    fast, fast_rows = engine_spark.release_metrics(sessions_df, (COUNT, MEAN), huge)
+    reference, reference_rows = engine_pipelinedp.release_metrics(sessions_df, (COUNT, MEAN), huge)
+    assert fast_rows == reference_rows == len(DATA)
     counts, means = bounded_counts(), bounded_means()
     for results in (fast, reference):
         count_result, mean_result = results
@@ -180,8 +181,8 @@ def test_budget_split_matches_pipelinedp(sessions_df):
     """Same epsilon per metric from both engines: shares 1 and 3 of a release of epsilon 2."""
     metrics = (COUNT, dataclasses.replace(MEAN, share=3.0))
     p = privacy("laplace", epsilon=2.0)
-    fast = engine_spark.release_metrics(sessions_df, metrics, p)
-    reference = engine_pipelinedp.release_metrics(sessions_df, metrics, p)
+    fast, _ = engine_spark.release_metrics(sessions_df, metrics, p)
+    reference, _ = engine_pipelinedp.release_metrics(sessions_df, metrics, p)
     for results in (fast, reference):
         assert [r.budget.epsilon for r in results] == pytest.approx([0.5, 1.5])
         assert sum(r.budget.delta for r in results) == 0.0  # Laplace with public partitions spends no delta
@@ -189,18 +190,22 @@ def test_budget_split_matches_pipelinedp(sessions_df):
 
 def test_contribution_bounds_cap_partitions_per_user(spark):
     """A user in three partitions keeps exactly max_partitions_contributed of them, each with at most
-    max_contributions_per_partition rows; others are untouched."""
+    max_contributions_per_partition rows; others are untouched. Both bounding paths (sampled rows
+    for SUM/MEAN, capped counts for COUNT) bound alike."""
     rows = [("traveller", c, 0) for c in ("Asia", "Europe", "Oceania") for _ in range(9)]
     rows += [("local", "Asia", 0)] * 2
     df = spark.createDataFrame(rows, "user_id string, continent string, total_time_on_page int")
     for l0 in (1, 2):
-        metric = dataclasses.replace(COUNT, max_partitions_contributed=l0, max_contributions_per_partition=4)
-        bounded = bound_contributions(metric_rows(df, metric), l0, 4).collect()
-        traveller = [r for r in bounded if r["user_id"] == "traveller"]
-        assert len(traveller) == l0 and all(r["count"] == 4 for r in traveller)
-        assert [r["count"] for r in bounded if r["user_id"] == "local"] == [2]
-        totals = partition_accumulators(bound_contributions(metric_rows(df, metric), l0, 4)).collect()
-        assert sum(r["users"] for r in totals) == 1 + l0
+        for sample_rows in (True, False):
+            metric = dataclasses.replace(COUNT, max_partitions_contributed=l0, max_contributions_per_partition=4)
+            bounded = bound_contributions(metric_rows(df, metric), l0, 4, sample_rows=sample_rows).collect()
+            traveller = [r for r in bounded if r["user_id"] == "traveller"]
+            assert len(traveller) == l0 and all(r["count"] == 4 for r in traveller)
+            assert [r["count"] for r in bounded if r["user_id"] == "local"] == [2]
+        totals, rows_in = collect_accumulators(df, (dataclasses.replace(metric, public_partitions=None),))
+        assert sum(a.users for a in totals[metric.name].values()) == 1 + l0
+        assert sum(a.count for a in totals[metric.name].values()) == 2 + 4 * l0
+        assert rows_in == len(rows)
 
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
@@ -212,6 +217,6 @@ def test_private_partition_selection_drops_rare_partitions(spark, engine):
                           public_partitions=None)
     release = engine_spark.release_metrics if engine == "fast" else engine_pipelinedp.release_metrics
     for _ in range(3):
-        (result,) = release(df, (metric,), privacy("laplace", delta=1e-6))
+        (result,), _ = release(df, (metric,), privacy("laplace", delta=1e-6))
         assert [p.key for p in result.partitions] == ["Big"]
         assert result.budget.selection is not None and result.budget.delta == pytest.approx(1e-6)

@@ -32,8 +32,10 @@ node_modules/.installed: package.json package-lock.json
 run: $(VENV)/.installed $(JARS)/manifest.json
 	$(BIN)/lakehouse run --generate-if-empty 100000 --show
 
+# Two workers, each with its own Spark session: the suite is mostly JVM warm-up and subprocess
+# waits, which overlap well on two cores.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
 	$(BIN)/python -m bench

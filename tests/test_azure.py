@@ -19,6 +19,9 @@ from conftest import REPO, run_cli
 from lakehouse.errors import LockBusy
 from oracle import expected_from
 
+# One Azurite for the whole run: with pytest-xdist, every test that needs it runs in one worker.
+pytestmark = pytest.mark.xdist_group("azurite")
+
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key: public, documented by Microsoft, useless outside the emulator.
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

@@ -1,0 +1,1 @@
+"""`make bench`: throughput and cost-growth benchmarks, printed as a table of ratios."""

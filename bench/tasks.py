@@ -1,0 +1,161 @@
+"""The measurements. Each task runs in one Spark session (its own process under `make bench`) and
+returns seconds per repetition and the peak RSS of the process tree; JVM start-up is never timed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from bench.rss import PeakRss
+from dp.release import release_dp_metrics
+from lakehouse import catalog
+from lakehouse.config import Config, PrivacyConfig, StorageConfig
+from lakehouse.storage import Locations
+from streaming.ingest import FINGERPRINT_PROPERTY, ingest, key_fingerprint, pseudonym_key
+from streaming.schema import BRONZE_SCHEMA, SILVER_COLUMNS
+
+CONTINENTS = ["Americas", "Asia", "Europe", "Oceania", "Africa", "(not set)"]
+COUNTRIES = ["United States", "India", "United Kingdom", "Canada", "Germany", "Japan", "France", "Brazil",
+             "Australia", "Spain", "Mexico", "Italy", "(not set)"]
+DEVICES = ["desktop", "mobile", "tablet", "(not set)"]
+
+
+def config_for(root: Path, bronze: Path | None = None, **privacy) -> tuple[Config, Locations]:
+    config = Config(storage=StorageConfig(root=str(root), bronze=str(bronze or root / "bronze")),
+                    privacy=dataclasses.replace(PrivacyConfig(epsilon_cap=1e6), **privacy))
+    return config, Locations.from_config(config)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "runs_s": [round(t, 3) for t in times]}
+
+
+# ------------------------------------------------------------------------------------------
+# ingest vs plain Spark JSON -> Parquet
+
+
+def ingest_vs_plain(spark: SparkSession, bronze: str, warmup_bronze: str, work: str, reps: int) -> dict:
+    bronze, warmup_bronze, work = Path(bronze), Path(warmup_bronze), Path(work)
+    # Warm-up on a small batch: JIT and Spark's code generation, not the figures.
+    config, loc = config_for(work / "warmup", bronze=warmup_bronze)
+    ingest(spark, config, loc)
+    spark.read.schema(BRONZE_SCHEMA).json(str(warmup_bronze)).write.mode("overwrite").parquet(str(work / "warm.pq"))
+
+    ingest_times = []
+    with PeakRss() as rss:
+        for i in range(reps):
+            config, loc = config_for(work / f"ingest{i}", bronze=bronze)
+            ingest_times.append(timed(lambda: ingest(spark, config, loc)))
+    plain_times = []
+    for i in range(reps):
+        out = work / f"plain{i}.parquet"
+        plain_times.append(timed(lambda: spark.read.schema(BRONZE_SCHEMA).json(str(bronze))
+                                 .write.mode("overwrite").parquet(str(out))))
+    rows = spark.read.format("delta").load(loc.silver_sessions).count()
+    return {"ingest": summary(ingest_times), "plain": summary(plain_times), "ingest_peak_rss_mb": rss.peak_mb,
+            "silver_rows": rows, "silver_root": str(work / f"ingest{reps - 1}")}
+
+
+# ------------------------------------------------------------------------------------------
+# release vs a plain aggregate of the same statistics
+
+
+def plain_aggregate(spark: SparkSession, silver: str) -> None:
+    """The same statistics as the default metrics, without DP: what a plain report would run."""
+    df = spark.read.format("delta").load(silver)
+    df.groupBy("continent").count().collect()
+    df.groupBy("device").agg(F.avg("total_time_on_page")).collect()
+    df.groupBy("country").count().collect()
+
+
+def release_vs_plain(spark: SparkSession, silver_root: str, work: str, reps: int, reference: bool) -> dict:
+    silver_root, work = Path(silver_root), Path(work)
+    def release_into(gold: Path, **privacy):
+        config, loc = config_for(silver_root, **privacy)
+        loc = dataclasses.replace(loc, gold=str(gold))  # a fresh Gold + ledger: the whole table is "new"
+        return release_dp_metrics(spark, config, loc)
+
+    _, loc = config_for(silver_root)
+    release_into(work / "gold-warmup")
+    plain_aggregate(spark, loc.silver_sessions)
+    release_times = []
+    with PeakRss() as rss:
+        for i in range(reps):
+            release_times.append(timed(lambda: release_into(work / f"gold{i}")))
+    plain_times = [timed(lambda: plain_aggregate(spark, loc.silver_sessions)) for _ in range(reps)]
+    out = {"release": summary(release_times), "plain": summary(plain_times), "release_peak_rss_mb": rss.peak_mb}
+    if reference:
+        # PipelineDP's SparkRDDBackend end to end, once: the yardstick the issue was filed against.
+        with PeakRss() as ref_rss:
+            out["reference"] = summary([timed(lambda: release_into(work / "gold-ref", engine="pipelinedp"))])
+        out["reference_peak_rss_mb"] = ref_rss.peak_mb
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# cost growth: one fixed increment onto a small and a large Silver
+
+
+def synthesize_silver(spark: SparkSession, loc: Locations, rows: int, end: dt.date) -> int:
+    """A Silver table of `rows` sessions, one million a year up to `end`, laid out as the ingest
+    writes it (files in time order). Built directly: ingesting millions of sessions only to have a
+    large table would take most of the bench's time."""
+    key = pseudonym_key(loc)
+    catalog.ensure_silver_tables(spark, loc, {FINGERPRINT_PROPERTY: key_fingerprint(key)})
+    span = int(rows / 1_000_000 * 365 * 86_400)
+    t_end = int(dt.datetime(end.year, end.month, end.day, tzinfo=dt.timezone.utc).timestamp())
+    users = max(1, int(rows / 2.2))
+    pick = lambda values, salt: F.element_at(F.array(*map(F.lit, values)),  # noqa: E731
+                                             (F.pmod(F.hash("id", F.lit(salt)), F.lit(len(values))) + 1).cast("int"))
+    start = F.lit(t_end - span) + (F.col("id") * F.lit(span) / F.lit(rows)).cast("long")  # evenly spread
+    df = spark.range(rows).select(
+        F.concat(F.lit("9"), F.lpad(F.col("id").cast("string"), 18, "0"), F.lit("-"),
+                 start.cast("string")).alias("session_id"),
+        F.sha2(F.pmod(F.hash("id", F.lit(1)), F.lit(users)).cast("string"), 256).alias("user_id"),
+        F.timestamp_seconds(start).alias("session_start"),
+        pick(CONTINENTS, 2).alias("continent"), pick(COUNTRIES, 3).alias("country"),
+        pick(DEVICES, 4).alias("device"), F.lit("Chrome").alias("browser"), F.lit("Windows").alias("operating_system"),
+        F.pmod(F.hash("id", F.lit(5)), F.lit(20)).cast("int").alias("num_pageviews"),
+        F.pmod(F.hash("id", F.lit(6)), F.lit(1800)).cast("int").alias("total_time_on_page"),
+        F.lit("synthetic").alias("source_file"), F.current_timestamp().alias("ingested_at"),
+    ).select(*SILVER_COLUMNS)
+    files = max(1, rows // 250_000)
+    df.repartitionByRange(files, "session_start").write.format("delta").mode("append").save(loc.silver_sessions)
+    return catalog.latest_version(spark, loc.silver_sessions)
+
+
+def growth(spark: SparkSession, silver_rows: int, increments: list[str], warmup: str, end: str, work: str) -> dict:
+    root = Path(work) / f"silver{silver_rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    config, loc = config_for(root)
+    bronze = Path(loc.bronze)
+    bronze.mkdir(parents=True)
+    synthesize_silver(spark, loc, silver_rows, dt.date.fromisoformat(end))
+    release_dp_metrics(spark, config, loc)  # the base is released: later releases see only increments
+    shutil.copy(warmup, bronze)
+    ingest(spark, config, loc)  # warm-up increment, untimed
+    release_dp_metrics(spark, config, loc)
+    ingest_times, release_times = [], []
+    for increment in increments:
+        shutil.copy(increment, bronze)
+        ingest_times.append(timed(lambda: ingest(spark, config, loc)))
+        release_times.append(timed(lambda: release_dp_metrics(spark, config, loc)))
+    return {"silver_rows": silver_rows, "ingest": summary(ingest_times), "release": summary(release_times)}
+
+
+TASKS = {"ingest_vs_plain": ingest_vs_plain, "release_vs_plain": release_vs_plain, "growth": growth}
+

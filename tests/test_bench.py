@@ -1,0 +1,58 @@
+"""The benchmark's smoke version: tiny sizes, one repetition, so the bench code cannot rot.
+(The figures themselves come from `make bench`; nothing here is timed.)"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import bench.__main__ as bench
+from bench.rss import tree_rss_bytes
+
+REQUIRED = ["ingest_vs_plain_spark", "ingest_growth_5x", "release_vs_plain_aggregate", "release_growth_5x",
+            "release_peak_rss_mb", "ingest_peak_rss_mb", "ingest_s", "plain_json_to_parquet_s", "release_s",
+            "plain_aggregate_s", "ingest_increment_on_1x_s", "ingest_increment_on_5x_s",
+            "release_increment_on_1x_s", "release_increment_on_5x_s"]
+
+
+def test_figures_are_ratios_of_medians():
+    def run(median):
+        return {"median_s": median}
+    figs = bench.figures(
+        ingest={"ingest": run(30.0), "plain": run(10.0), "ingest_peak_rss_mb": 900.0},
+        release={"release": run(12.0), "plain": run(3.0), "release_peak_rss_mb": 1200.0},
+        small={"ingest": run(2.0), "release": run(1.0)},
+        large={"ingest": run(2.4), "release": run(1.5)})
+    assert figs["ingest_vs_plain_spark"] == 3.0
+    assert figs["release_vs_plain_aggregate"] == 4.0
+    assert figs["ingest_growth_5x"] == 1.2
+    assert figs["release_growth_5x"] == 1.5
+    assert "reference_vs_plain_aggregate" not in figs
+    table = bench.table(figs)
+    verdicts = {line.split()[0]: "MISSED" in line for line in table.splitlines()[2:]}
+    assert verdicts == {**{k: False for k in figs},  # 3.0 > 1.5, 4.0 > 3.0, 1.5 > 1.3
+                        "ingest_vs_plain_spark": True, "release_vs_plain_aggregate": True, "release_growth_5x": True}
+
+
+def test_tree_rss_counts_this_process():
+    assert tree_rss_bytes(__import__("os").getpid()) > 10 * 2**20
+
+
+@pytest.mark.usefixtures("spark")
+def test_bench_smoke_runs_every_measurement(tmp_path, capsys):
+    out = tmp_path / "latest.json"
+    assert bench.main(["--smoke", "--in-process", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    figs = report["figures"]
+    for key in REQUIRED:
+        assert math.isfinite(figs[key]) and figs[key] > 0, key
+    assert report["params"]["large_sessions"] == 5 * report["params"]["sessions"]
+    # The growth runs really were on 1x and 5x Silver tables.
+    growth = report["raw"]["growth"]
+    assert sorted(int(k) for k in growth) == [3_000, 15_000]
+    # The ingest measured really loaded the sessions (a few are generated duplicates or bad lines).
+    assert 0.95 * 3_000 < report["raw"]["ingest_vs_plain"]["silver_rows"] <= 3_000
+    printed = capsys.readouterr().out
+    assert all(key in printed for key in REQUIRED[:5])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -76,3 +79,27 @@ def lakehouse_subprocess(*args: str, env: dict | None = None, **popen) -> subpro
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "lakehouse.cli", *args], cwd=REPO, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+@contextlib.contextmanager
+def lakehouse_running_until(*args: str, wait_for: str, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """`lakehouse ARGS` in its own process group, yielded once a line of its stderr contains
+    `wait_for`; the group is SIGKILLed on the way out if it is still alive."""
+    proc = lakehouse_subprocess(*args, env=env, start_new_session=True)
+    try:
+        for line in proc.stderr:
+            if wait_for in line:
+                break
+        else:
+            pytest.fail(f"`lakehouse {' '.join(args)}` ended before {wait_for!r}: exit {proc.wait()}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def sigkill_group(proc: subprocess.Popen) -> int:
+    """SIGKILL to the whole group takes the Python driver and its JVM at once, like a container
+    dying; returns the exit status."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait(timeout=60)

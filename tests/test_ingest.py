@@ -6,14 +6,13 @@ import csv
 import gzip
 import io
 import json
-import os
 import re
 import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import SUBPROCESS_SPARK_CONF, lakehouse_subprocess, run_cli
+from conftest import SUBPROCESS_SPARK_CONF, lakehouse_running_until, run_cli, sigkill_group
 from oracle import expected_from
 from test_transform import session
 
@@ -149,22 +148,6 @@ def test_bronze_missing_is_a_clear_error(root):
     assert "Bronze folder" in r.error and "does not exist" in r.error
 
 
-def _ingest_killed(root: Path, conf: Path, env: dict, wait_for: str) -> None:
-    # Its own process group: SIGKILL takes the Python driver and its JVM at once, like a container dying.
-    proc = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "ingest", env=env, start_new_session=True)
-    try:
-        for line in proc.stderr:
-            if wait_for in line:
-                break
-        else:
-            pytest.fail(f"ingest ended before {wait_for!r}: exit {proc.wait()}")
-        os.killpg(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("env, wait_for", [
     # Frozen right after a batch's MERGE committed, before its quarantine rows and its checkpoint
@@ -179,7 +162,9 @@ def test_sigkill_mid_ingest_then_rerun_is_exactly_once(spark, root, tmp_path, en
     conf = tmp_path / "one-file-per-batch.toml"
     conf.write_text("[ingest]\nmax_files_per_trigger = 1\n" + SUBPROCESS_SPARK_CONF)
 
-    _ingest_killed(root, conf, env, wait_for)
+    with lakehouse_running_until("--conf", str(conf), "--root", str(root), "ingest", env=env,
+                                 wait_for=wait_for) as proc:
+        assert sigkill_group(proc) == -signal.SIGKILL
 
     r = run_cli("--conf", str(conf), "--root", str(root), "ingest")
     assert r.code == 0, r.err

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import SUBPROCESS_SPARK_CONF, lakehouse_subprocess, run_cli
+from conftest import SUBPROCESS_SPARK_CONF, lakehouse_running_until, run_cli, sigkill_group
 from oracle import expected_from
 
 CONTINENTS = ["Africa", "Americas", "Antarctica", "Asia", "Europe", "Oceania", "(not set)"]
@@ -196,21 +193,12 @@ def test_sigkill_mid_release_then_rerun_publishes_exactly_once(spark, root, conf
     assert cli(conf, root, "ingest").code == 0
     env = {"LAKEHOUSE_FAILPOINT": failpoint} if failpoint else {}
     wait_for = f"FAILPOINT {failpoint}" if failpoint else "release: DP over"
-    proc = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "release", env=env, start_new_session=True)
-    try:
-        for line in proc.stderr:
-            if wait_for in line:
-                break
-        else:
-            pytest.fail(f"release ended before {wait_for!r}: exit {proc.wait()}")
+    with lakehouse_running_until("--conf", str(conf), "--root", str(root), "release", env=env,
+                                 wait_for=wait_for) as proc:
         # Meanwhile, an overlapping run (a scheduler starting the next job early) fails cleanly.
         overlap = cli(conf, root, "run")
         assert overlap.code == 75 and "another lakehouse run holds" in overlap.error
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        sigkill_group(proc)
     published_before = _gold_snapshot(spark, root)
 
     r = cli(conf, root, "release")

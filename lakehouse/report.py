@@ -41,6 +41,13 @@ def _gold_rows(spark: SparkSession, loc: Locations, metric: MetricConfig) -> lis
                      sigma.alias("sigma")).orderBy("release_id").collect()
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _bar(ax, keys, values, sigmas, label, offset=0.0, width=0.8):
     xs = [i + offset for i in range(len(keys))]
     ax.bar(xs, values, width=width, yerr=[2 * s for s in sigmas], capsize=3, label=label)
@@ -55,11 +62,7 @@ def plot_latest(metric: MetricConfig, rows: list, out: Path) -> Path:
     _bar(ax, [r["key"] for r in current], [r["value"] for r in current], [_sigma(r) for r in current], "DP value")
     ax.set_title(f"gold.{metric.name}, release {latest}\nerror bars: +-2 sigma of the added noise")
     ax.set_ylabel(metric.output)
-    fig.tight_layout()
-    path = out / f"{metric.name}_latest.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"{metric.name}_latest.png")
 
 
 def plot_history(metric: MetricConfig, rows: list, out: Path) -> Path:
@@ -77,11 +80,7 @@ def plot_history(metric: MetricConfig, rows: list, out: Path) -> Path:
     ax.set_ylabel(metric.output)
     ax.set_title(f"gold.{metric.name} across releases (+-2 sigma)")
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    path = out / f"{metric.name}_history.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"{metric.name}_history.png")
 
 
 def _raw_values(spark: SparkSession, loc: Locations, metric: MetricConfig, version_from: int,
@@ -108,11 +107,7 @@ def plot_raw_vs_dp(spark: SparkSession, loc: Locations, metric: MetricConfig, ro
     _bar(ax, keys, [r["value"] for r in current], [_sigma(r) for r in current], "DP", offset=0.2, width=0.4)
     ax.set_title(f"RESTRICTED - raw vs DP, gold.{metric.name} release {latest}")
     ax.legend()
-    fig.tight_layout()
-    path = out / f"{metric.name}_raw_vs_dp.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"{metric.name}_raw_vs_dp.png")
 
 
 def write_report(spark: SparkSession, config: Config, loc: Locations, out_dir: str | None,

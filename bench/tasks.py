@@ -110,7 +110,7 @@ def release_vs_plain(spark: SparkSession, silver_root: str, work: str, reps: int
 # cost growth: one fixed increment onto a small and a large Silver
 
 
-def synthesize_silver(spark: SparkSession, loc: Locations, rows: int, end: dt.date) -> int:
+def synthesize_silver(spark: SparkSession, loc: Locations, rows: int, end: dt.date) -> None:
     """A Silver table of `rows` sessions, one million a year up to `end`, laid out as the ingest
     writes it (files in time order). Built directly: ingesting millions of sessions only to have a
     large table would take most of the bench's time."""
@@ -135,7 +135,6 @@ def synthesize_silver(spark: SparkSession, loc: Locations, rows: int, end: dt.da
     ).select(*SILVER_COLUMNS)
     files = max(1, rows // 250_000)
     df.repartitionByRange(files, "session_start").write.format("delta").mode("append").save(loc.silver_sessions)
-    return catalog.latest_version(spark, loc.silver_sessions)
 
 
 def growth(spark: SparkSession, silver_rows: int, increments: list[str], warmup: str, end: str, work: str) -> dict:

@@ -238,7 +238,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations,
 
     release_id = max([state.last_release_id, *staged]) + 1
     released_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    tables: dict[str, tuple[T.StructType, list[tuple]]] = {LEDGER: (dp_metrics.LEDGER_SCHEMA, [])}
+    tables: Tables = {LEDGER: (dp_metrics.LEDGER_SCHEMA, [])}
     for result in results:
         metric = result.budget.metric
         tables[metric.table] = (dp_metrics.gold_schema(metric), _gold_rows(result, release_id, v_to, released_at))

@@ -9,6 +9,7 @@ manifest, sessions fall back to ``spark.jars.packages`` (online) and say so.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -61,14 +62,14 @@ EXCLUDES = [
 
 
 def jars_dir() -> Path:
-    import os
-
     return Path(os.environ.get("LAKEHOUSE_JARS_DIR", DEFAULT_DIR))
 
 
-def _sources_digest() -> str:
-    import hashlib
+JVM_SOURCES = Path(__file__).with_name("jvm")
+IDENTITY_JAR = "lakehouse-azure-identity.jar"
 
+
+def _sources_digest() -> str:
     digest = hashlib.sha256()
     for path in sorted(JVM_SOURCES.glob("*.java")):
         digest.update(path.read_bytes())
@@ -92,10 +93,6 @@ def resolved_jars(directory: Path | None = None) -> list[str] | None:
     if not jars or not all(Path(j).is_file() for j in jars):
         return None
     return jars
-
-
-JVM_SOURCES = Path(__file__).with_name("jvm")
-IDENTITY_JAR = "lakehouse-azure-identity.jar"
 
 
 def build_identity_jar(directory: Path, classpath: list[Path]) -> Path | None:

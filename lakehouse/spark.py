@@ -56,7 +56,7 @@ def session_conf(config: Config) -> dict[str, str]:
         "spark.sql.warehouse.dir": tempfile.mkdtemp(prefix="lakehouse-warehouse-"),
         "spark.redaction.regex": REDACTION_REGEX,
         "spark.sql.redaction.string.regex": PLAN_REDACTION_REGEX,
-        "spark.driver.extraJavaOptions": java_opts,
+        "spark.driver.extraJavaOptions": f"{sp.driver_java_options} {java_opts}".strip(),
         "spark.executor.extraJavaOptions": java_opts,
         "spark.executorEnv.PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
     }

@@ -80,15 +80,18 @@ class ReleaseOutcome:
 Tables = dict[str, tuple[T.StructType, list[tuple]]]  # qualified table name -> (schema, rows)
 
 
+_STAGED_PREFIX = "release-"
+
+
 def _staged_file(loc: Locations, release_id: int, suffix: str = "json") -> str:
-    return join(loc.release_staging, f"release-{release_id:010d}.{suffix}")
+    return join(loc.release_staging, f"{_STAGED_PREFIX}{release_id:010d}.{suffix}")
 
 
 def _staged_releases(spark: SparkSession, loc: Locations) -> dict[int, bool]:
     """release id -> published?, for every release ever staged (a directory listing)."""
     names = set(fs.list_names(spark, loc.release_staging))
-    return {int(n[8:18]): n.replace(".json", ".published") in names
-            for n in names if n.startswith("release-") and n.endswith(".json")}
+    return {int(n.removeprefix(_STAGED_PREFIX).removesuffix(".json")): n.replace(".json", ".published") in names
+            for n in names if n.startswith(_STAGED_PREFIX) and n.endswith(".json")}
 
 
 def _holds_release(spark: SparkSession, path: str, release_id: int) -> bool:

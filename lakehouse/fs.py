@@ -45,4 +45,3 @@ def write_text_atomically(spark: SparkSession, path: str, text: str) -> None:
     if not fs.rename(tmp, hpath):
         fs.delete(tmp, False)
         raise OSError(f"could not rename {tmp} to {path} (does it exist already?)")
-

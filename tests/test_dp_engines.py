@@ -19,7 +19,7 @@ import pytest
 from scipy import optimize, stats
 
 from dp import engine_pipelinedp, engine_spark
-from dp.engine_spark import accumulators_frame, bound_contributions, collect_accumulators, metric_rows, rows_by_user
+from dp.engine_spark import accumulators_frame, bounded_contributions, collect_accumulators
 from lakehouse.config import MetricConfig, PrivacyConfig
 
 RELEASES = 200
@@ -191,20 +191,21 @@ def test_budget_split_matches_pipelinedp(sessions_df):
 def test_contribution_bounds_cap_partitions_per_user(spark):
     """A user in three partitions keeps exactly max_partitions_contributed of them, each with at most
     max_contributions_per_partition rows; others are untouched. Both bounding paths (sampled rows
-    for SUM/MEAN, capped counts for COUNT) bound alike."""
+    for SUM/MEAN, capped counts for COUNT) bound alike, also side by side in one release."""
     rows = [("traveller", c, 0) for c in ("Asia", "Europe", "Oceania") for _ in range(9)]
     rows += [("local", "Asia", 0)] * 2
     df = spark.createDataFrame(rows, "user_id string, continent string, total_time_on_page int")
     for l0 in (1, 2):
-        for sample_rows in (True, False):
-            metric = dataclasses.replace(COUNT, max_partitions_contributed=l0, max_contributions_per_partition=4)
-            bounded = bound_contributions(metric_rows(df, metric), l0, 4, sample_rows=sample_rows).collect()
-            traveller = [r for r in bounded if r["user_id"] == "traveller"]
-            assert len(traveller) == l0 and all(r["count"] == 4 for r in traveller)
-            assert [r["count"] for r in bounded if r["user_id"] == "local"] == [2]
-        totals, rows_in = collect_accumulators(df, (dataclasses.replace(metric, public_partitions=None),))
-        assert sum(a.users for a in totals[metric.name].values()) == 1 + l0
-        assert sum(a.count for a in totals[metric.name].values()) == 2 + 4 * l0
+        count = dataclasses.replace(COUNT, max_partitions_contributed=l0, max_contributions_per_partition=4)
+        total = dataclasses.replace(count, name="total", kind="SUM", value="total_time_on_page", min_value=0.0,
+                                    max_value=1.0)
+        bounded = bounded_contributions(df, (count, total)).collect()
+        for m in (0, 1):  # the traveller keeps l0 partitions of 4 rows, the local user all 2 rows
+            assert sorted(r["count"] for r in bounded if r["m"] == m) == [2] + [4] * l0
+        private = dataclasses.replace(count, public_partitions=None)
+        totals, rows_in = collect_accumulators(df, (private,))
+        assert sum(a.users for a in totals[private.name].values()) == 1 + l0
+        assert sum(a.count for a in totals[private.name].values()) == 2 + 4 * l0
         assert rows_in == len(rows)
 
 
@@ -223,11 +224,10 @@ def test_private_partition_selection_drops_rare_partitions(spark, engine):
 
 
 def test_bounding_shuffles_the_rows_once(sessions_df):
-    """Every metric's bounding runs on the rows as shuffled by user (the checkpoint keeps their hash
-    partitioning); only the small per-partition totals are shuffled again. Losing the partitioning
-    (e.g. a checkpoint taken under adaptive execution) would add one full shuffle per metric."""
-    by_user = rows_by_user(sessions_df, (COUNT, MEAN))
-    plan = accumulators_frame(by_user, (COUNT, MEAN))._jdf.queryExecution().executedPlan().toString()
+    """All metrics are bounded on the rows as shuffled by user, once; only the small per-partition
+    totals are shuffled again. A grouping or window that lost the user partitioning would add a
+    full shuffle of the rows per metric."""
+    plan = accumulators_frame(sessions_df, (COUNT, MEAN))._jdf.queryExecution().executedPlan().toString()
     exchanges = [line.strip() for line in plan.splitlines() if "Exchange" in line]
-    assert exchanges, plan
-    assert not [e for e in exchanges if "user_id" in e], exchanges
+    assert len([e for e in exchanges if "user_id" in e]) == 1, exchanges
+    assert len(exchanges) == 2, exchanges  # and the totals by (metric, partition)

@@ -118,11 +118,14 @@ class SilverBatchWriter:
         return self._app_id
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        # The batch is parsed once and kept (in executor memory, spilling to disk) for its three
-        # uses: counts, the MERGE, the quarantine append. A local checkpoint cuts the plan, so
-        # Delta's MERGE cannot re-plan it into a second JSON parse (measured: it did with persist()).
+        # The batch is parsed once and kept (in executor memory, spilling to disk) for its uses:
+        # counts, the MERGE (its dedupe reads it several times), the quarantine append.
+        # A local checkpoint cuts the plan, so Delta's MERGE cannot re-plan it into a second JSON
+        # parse (measured: it did with persist()). Kept as objects, not serialized: each of the ~5
+        # reads of a 1M-line batch then skips ~1 s of deserializing (measured: ingest 33 s -> 26 s,
+        # peak RSS 1.24 -> 1.68 GB; past the storage memory it spills to disk, serialized).
         candidates = transform.bronze_to_silver(batch, self.key).localCheckpoint(
-            eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+            eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK_DESER)
         try:
             self._write(candidates, batch_id)
         finally:

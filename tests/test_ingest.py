@@ -153,9 +153,11 @@ def test_bronze_missing_is_a_clear_error(root):
     # Frozen right after a batch's MERGE committed, before its quarantine rows and its checkpoint
     # commit: the worst moment for exactly-once.
     ({"LAKEHOUSE_FAILPOINT": "ingest-after-merge"}, "FAILPOINT ingest-after-merge"),
+    # Its quarantine rows committed too, not its checkpoint: the replay must not append them again.
+    ({"LAKEHOUSE_FAILPOINT": "ingest-after-quarantine"}, "FAILPOINT ingest-after-quarantine"),
     # Killed at whatever point the second micro-batch has reached when the first one reports done.
     ({}, "ingest batch 0:"),
-], ids=["after-merge", "mid-stream"])
+], ids=["after-merge", "after-quarantine", "mid-stream"])
 def test_sigkill_mid_ingest_then_rerun_is_exactly_once(spark, root, tmp_path, env, wait_for):
     run_cli("--root", str(root), "generate", "--sessions", "4000", "--files", "4", "--seed", "11")
     exp = expected_from(bronze_files(root))

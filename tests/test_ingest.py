@@ -142,6 +142,17 @@ def test_sql_formats(spark, root):
     assert r.code == 1 and "does not exist yet" in r.error
 
 
+def test_another_pseudonym_key_is_refused(root, monkeypatch):
+    """Rows hashed with a second key would split each user into two privacy units."""
+    assert run_cli("--root", str(root), "generate", "--sessions", "200", "--files", "1").code == 0
+    assert run_cli("--root", str(root), "ingest").code == 0
+    monkeypatch.setenv("LAKEHOUSE_PSEUDONYM_KEY", "some-other-key")
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 1
+    assert "LAKEHOUSE_PSEUDONYM_KEY is not the key silver.sessions was built with" in r.error
+    assert "some-other-key" not in r.error + r.out
+
+
 def test_bronze_missing_is_a_clear_error(root):
     r = run_cli("--root", str(root), "ingest")
     assert r.code == 1

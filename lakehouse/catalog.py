@@ -44,8 +44,11 @@ def ensure_silver_tables(spark: SparkSession, loc: Locations, properties: dict[s
 
 
 def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
-    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
-    return dict(detail["properties"] or {})
+    """The table's properties (and its protocol's), from its metadata alone. (DESCRIBE DETAIL also
+    sums the table's files: it rebuilds the snapshot state, ~1 s per call, measured.) Values whose
+    key matches spark.redaction.regex come back redacted."""
+    quoted = path.replace("`", "``")
+    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{quoted}`").collect()}
 
 
 def latest_version(spark: SparkSession, path: str) -> int:

@@ -17,7 +17,10 @@ from lakehouse.log import warn
 
 LOG4J = Path(__file__).with_name("log4j2.properties")
 # Spark redacts matching config keys in the UI, event logs and our error output.
-REDACTION_REGEX = r"(?i)secret|password|token|access[.]key|account[.]key|sas|connection[.]?string|pseudonym"
+# The key's fingerprint (a table property, see streaming.ingest.key_fingerprint) reveals nothing
+# and must stay readable: the ingest compares it with SHOW TBLPROPERTIES, which redacts by this.
+REDACTION_REGEX = (r"(?i)secret|password|token|access[.]key|account[.]key|sas|connection[.]?string"
+                   r"|pseudonym(?!keyfingerprint)")
 # The pseudonym key enters query plans only as padded-and-xored 64-byte literals (see
 # streaming.transform.hmac_sha256_hex); this keeps them out of EXPLAIN output and the SQL UI.
 PLAN_REDACTION_REGEX = r"(?i)[0-9a-f]{128}"

@@ -111,6 +111,10 @@ class AzureSettings:
             f"fs.azure.account.hns.enabled.{host}": str(self.hierarchical_namespace).lower(),
             # Apache HttpClient in ABFS insists on an SSL socket factory even for Azurite's plain HTTP.
             "fs.azure.networking.library": "JDK_HTTP_URL_CONNECTION",
+            # hadoop-azure 3.5 sends client metrics to the account from a JVM shutdown hook, retrying
+            # with back-off when the account is unreachable: a JVM whose storage went away (Azurite
+            # stopped, a network cut) then hung in exit for over 10 minutes (seen after the tests).
+            "fs.azure.metrics.collection.enabled": "false",
         }
         if not self.hierarchical_namespace:
             conf[f"fs.azure.fns.account.service.type.{host}"] = "BLOB"

@@ -94,11 +94,6 @@ def _staged_releases(spark: SparkSession, loc: Locations) -> dict[int, bool]:
             for n in names if n.startswith(_STAGED_PREFIX) and n.endswith(".json")}
 
 
-def _holds_release(spark: SparkSession, path: str, release_id: int) -> bool:
-    return (catalog.is_delta_table(spark, path) and
-            not spark.read.format("delta").load(path).where(F.col("release_id") == release_id).isEmpty())
-
-
 def _json_default(value):
     if isinstance(value, dt.datetime):
         return value.isoformat()
@@ -138,7 +133,7 @@ def _publish(spark: SparkSession, loc: Locations, release_id: int, tables: Table
         schema, rows = tables[table]
         path = loc.table_path(table)
         # a metric whose partition selection kept nothing has no rows to publish
-        if rows and not (recovering and _holds_release(spark, path, release_id)):
+        if rows and not (recovering and catalog.holds_rows(spark, path, F.col("release_id") == release_id)):
             spark.createDataFrame(rows, schema).write.format("delta").mode("append").save(path)
         failpoints.reached("release-after-ledger" if table == LEDGER else f"release-after-{table}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql.types import StructType
 
 from lakehouse.storage import Locations
@@ -41,6 +41,12 @@ def ensure_silver_tables(spark: SparkSession, loc: Locations, properties: dict[s
                       **properties})
     if not is_delta_table(spark, loc.silver_quarantine):
         create_table(spark, loc.silver_quarantine, SILVER_QUARANTINE_SCHEMA)
+
+
+def holds_rows(spark: SparkSession, path: str, condition: Column) -> bool:
+    """Whether the Delta table at `path` exists and has a row matching `condition`: how a replay
+    after a crash finds out that its append already committed (a Delta commit is all or nothing)."""
+    return is_delta_table(spark, path) and not spark.read.format("delta").load(path).where(condition).isEmpty()
 
 
 def table_properties(spark: SparkSession, path: str) -> dict[str, str]:

@@ -154,8 +154,7 @@ class SilverBatchWriter:
     def _quarantined_before(self, bad: DataFrame) -> bool:
         """Whether the first run of this (replayed) batch already committed its quarantine append."""
         files = [r[0] for r in bad.select("source_file").distinct().collect()]
-        table = self.spark.read.format("delta").load(self.loc.silver_quarantine)
-        return not table.where(F.col("source_file").isin(files)).isEmpty()
+        return catalog.holds_rows(self.spark, self.loc.silver_quarantine, F.col("source_file").isin(files))
 
     def _merge(self, sessions: DataFrame, lo: dt.datetime, hi: dt.datetime) -> int:
         # Only Silver files whose session_start range meets the batch's (widened by the dedupe window)

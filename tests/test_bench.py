@@ -14,26 +14,35 @@ from bench.rss import tree_rss_bytes
 REQUIRED = ["ingest_vs_plain_spark", "ingest_growth_5x", "release_vs_plain_aggregate", "release_growth_5x",
             "release_peak_rss_mb", "ingest_peak_rss_mb", "ingest_s", "plain_json_to_parquet_s", "release_s",
             "plain_aggregate_s", "ingest_increment_on_1x_s", "ingest_increment_on_5x_s",
-            "release_increment_on_1x_s", "release_increment_on_5x_s"]
+            "release_increment_on_1x_s", "release_increment_on_5x_s", "ingest_floor_vs_plain_spark",
+            "release_floor_vs_plain_aggregate", "ingest_floor_s", "release_floor_s"]
 
 
 def test_figures_are_ratios_of_medians():
     def run(median):
         return {"median_s": median}
     figs = bench.figures(
-        ingest={"ingest": run(30.0), "plain": run(10.0), "ingest_peak_rss_mb": 900.0},
-        release={"release": run(12.0), "plain": run(3.0), "release_peak_rss_mb": 1200.0},
+        ingest={"ingest": run(30.0), "plain": run(10.0), "floor": run(16.0), "ingest_peak_rss_mb": 900.0},
+        release={"release": run(12.0), "plain": run(3.0), "floor": run(6.0), "release_peak_rss_mb": 1200.0},
         small={"ingest": run(2.0), "release": run(1.0)},
         large={"ingest": run(2.4), "release": run(1.5)})
     assert figs["ingest_vs_plain_spark"] == 3.0
     assert figs["release_vs_plain_aggregate"] == 4.0
     assert figs["ingest_growth_5x"] == 1.2
     assert figs["release_growth_5x"] == 1.5
+    assert figs["ingest_floor_vs_plain_spark"] == 1.6
+    assert figs["release_floor_vs_plain_aggregate"] == 2.0
     assert "reference_vs_plain_aggregate" not in figs
     table = bench.table(figs)
-    verdicts = {line.split()[0]: "MISSED" in line for line in table.splitlines()[2:]}
-    assert verdicts == {**{k: False for k in figs},  # 3.0 > 1.5, 4.0 > 3.0, 1.5 > 1.3
-                        "ingest_vs_plain_spark": True, "release_vs_plain_aggregate": True, "release_growth_5x": True}
+    verdicts = {line.split()[0]: next((w for w in line.split() if w in ("MISSED", "ABOVE", "below")), None)
+                for line in table.splitlines()[2:]}
+    assert {k: v for k, v in verdicts.items() if v} == {
+        "ingest_vs_plain_spark": "MISSED",  # 3.0 > 1.5
+        "release_vs_plain_aggregate": "MISSED",  # 4.0 > 3.0
+        "release_growth_5x": "MISSED",  # 1.5 > 1.3
+        "ingest_floor_vs_plain_spark": "ABOVE",  # a floor of 1.6 against the ingest's 1.5: out of reach
+        "release_floor_vs_plain_aggregate": "below",  # 2.0 <= 3.0
+    }
 
 
 def test_tree_rss_counts_this_process():

@@ -40,7 +40,7 @@ FLOORS = {  # floor figure -> (the figure it bounds, what it times)
     "ingest_floor_vs_plain_spark": ("ingest_vs_plain_spark",
                                     "floor: Bronze as text + from_json -> Parquet, nothing else / plain"),
     "release_floor_vs_plain_aggregate": ("release_vs_plain_aggregate",
-                                         "floor: rows shuffled by user + one commit per table, nothing else / plain"),
+                                         "floor: rows counted per user and partition + one commit per table / plain"),
 }
 
 

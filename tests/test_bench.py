@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 
 import bench.__main__ as bench
 from bench.rss import tree_rss_bytes
+from lakehouse.config import Config
 
 REQUIRED = ["ingest_vs_plain_spark", "ingest_growth_5x", "release_vs_plain_aggregate", "release_growth_5x",
             "release_peak_rss_mb", "ingest_peak_rss_mb", "ingest_s", "plain_json_to_parquet_s", "release_s",
@@ -49,8 +49,7 @@ def test_tree_rss_counts_this_process():
     assert tree_rss_bytes(__import__("os").getpid()) > 10 * 2**20
 
 
-@pytest.mark.usefixtures("spark")
-def test_bench_smoke_runs_every_measurement(tmp_path, capsys):
+def test_bench_smoke_runs_every_measurement(spark, tmp_path, capsys):
     out = tmp_path / "latest.json"
     assert bench.main(["--smoke", "--in-process", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -63,5 +62,11 @@ def test_bench_smoke_runs_every_measurement(tmp_path, capsys):
     assert sorted(int(k) for k in growth) == [3_000, 15_000]
     # The ingest measured really loaded the sessions (a few are generated duplicates or bad lines).
     assert 0.95 * 3_000 < report["raw"]["ingest_vs_plain"]["silver_rows"] <= 3_000
+    # The floors really did their work: every Bronze line parsed and written, one commit per table.
+    work = tmp_path / "data" / "work"
+    silver_rows = report["raw"]["ingest_vs_plain"]["silver_rows"]
+    assert spark.read.parquet(str(work / "ingest" / "floor0.parquet")).count() > silver_rows
+    tables = sorted(p.parent.name for p in (work / "release" / "floor0").glob("*/_delta_log"))
+    assert len(tables) == len(Config().metrics) + 1  # each metric's Gold table and the ledger
     printed = capsys.readouterr().out
     assert all(key in printed for key in REQUIRED[:5])

@@ -38,7 +38,7 @@ TARGETS = {  # figure -> (limit, what it means)
 # target means no implementation on this machine can meet that target.
 FLOORS = {  # floor figure -> (the figure it bounds, what it times)
     "ingest_floor_vs_plain_spark": ("ingest_vs_plain_spark",
-                                    "floor: Bronze as text + from_json -> Parquet, nothing else / plain"),
+                                    "floor: text + from_json + HMAC -> Delta, no checks or dedupe / plain"),
     "release_floor_vs_plain_aggregate": ("release_vs_plain_aggregate",
                                          "floor: rows counted per user and partition + one commit per table / plain"),
 }

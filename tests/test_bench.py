@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 
 import bench.__main__ as bench
@@ -46,7 +47,24 @@ def test_figures_are_ratios_of_medians():
 
 
 def test_tree_rss_counts_this_process():
-    assert tree_rss_bytes(__import__("os").getpid()) > 10 * 2**20
+    assert tree_rss_bytes(os.getpid()) > 10 * 2**20
+
+
+def test_tree_rss_counts_a_vfork_child_once(tmp_path):
+    """A process tree as sampled during a release: the JVM had just cloned a child to start a
+    command (forked, not exec'd, sharing the JVM's pages, named after the spawning thread). Its RSS
+    is the JVM's own and must not be added again; Spark's forked Python worker has its own."""
+    tree = {  # pid: (name, parent, flags, RSS in MB)
+        100: ("python", 1, 0x400000, 189), 101: ("java", 100, 0x400000, 773),
+        102: ("Thread-94", 101, 0x400040, 773),  # PF_FORKNOEXEC, the JVM's pages
+        103: ("python", 101, 0x400000, 46), 104: ("python", 103, 0x400040, 53),  # daemon, forked worker
+        200: ("unrelated", 1, 0x400000, 999),
+    }
+    for pid, (name, parent, flags, mb) in tree.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({name}) S {parent} {pid} {pid} 0 -1 {flags} 0 0 0\n")
+        (tmp_path / str(pid) / "status").write_text(f"Name:\t{name}\nVmRSS:\t{mb * 1024} kB\n")
+    assert tree_rss_bytes(100, proc=tmp_path) == (189 + 773 + 46 + 53) * 2**20
 
 
 def test_bench_smoke_runs_every_measurement(spark, tmp_path, capsys):

@@ -75,7 +75,7 @@ def ingest_floor(spark: SparkSession, bronze: Path, out: Path) -> None:
         number(rec["totals"]["timeOnSite"]).cast("int").alias("total_time_on_page"),
         "source_file", F.current_timestamp().alias("ingested_at"))
     nullable = T.StructType([T.StructField(f.name, f.dataType) for f in SILVER_SESSIONS_SCHEMA.fields])
-    catalog.create_table(spark, str(out), nullable, {"delta.dataSkippingStatsColumns": "session_id,session_start"})
+    catalog.create_table(spark, str(out), nullable, catalog.SILVER_STATS)
     rows.write.format("delta").mode("append").save(str(out))
 
 

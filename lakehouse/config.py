@@ -8,6 +8,7 @@ and impossible values raise :class:`ConfigError` naming the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
 import re
@@ -19,20 +20,63 @@ from typing import Any
 DEFAULT_CONF_PATH = Path("conf/local.toml")
 CONF_ENV = "LAKEHOUSE_CONF"
 
-METRIC_KINDS = ("COUNT", "SUM", "MEAN", "PRIVACY_ID_COUNT")
-NOISE_KINDS = ("laplace", "gaussian")
-ENGINES = ("spark", "pipelinedp")
-PARTITION_SELECTION = ("truncated_geometric", "laplace_thresholding", "gaussian_thresholding")
+
+class MetricKind(enum.StrEnum):
+    COUNT = "COUNT"
+    SUM = "SUM"
+    MEAN = "MEAN"
+    PRIVACY_ID_COUNT = "PRIVACY_ID_COUNT"
+
+    @property
+    def has_value(self) -> bool:
+        """SUM and MEAN aggregate a clamped value column; COUNT and PRIVACY_ID_COUNT do not."""
+        return self in (MetricKind.SUM, MetricKind.MEAN)
+
+
+class NoiseKind(enum.StrEnum):
+    LAPLACE = "laplace"
+    GAUSSIAN = "gaussian"
+
+
+class Engine(enum.StrEnum):
+    SPARK = "spark"
+    PIPELINEDP = "pipelinedp"
+
+
+class PartitionSelection(enum.StrEnum):
+    TRUNCATED_GEOMETRIC = "truncated_geometric"
+    LAPLACE_THRESHOLDING = "laplace_thresholding"
+    GAUSSIAN_THRESHOLDING = "gaussian_thresholding"
+
+
+class Period(enum.StrEnum):
+    """The time part of the privacy unit (user, period), in UTC by session_start."""
+
+    NONE = "none"  # the user over the lakehouse's whole life
+    DAY = "day"
+    WEEK = "week"  # ISO weeks, Monday to Sunday
+    MONTH = "month"
+
+
+class ReleaseMode(enum.StrEnum):
+    CLOSED = "closed"  # each period released once, after it has closed
+    CONTINUAL = "continual"  # running totals of open periods by tree aggregation
+
+
 # Silver columns a metric may group by or aggregate; anything else is a config error, not a
 # Spark AnalysisException halfway through a release.
 GROUPABLE_COLUMNS = ("continent", "country", "device", "browser", "operating_system")
 VALUE_COLUMNS = ("num_pageviews", "total_time_on_page")
 DEFAULT_OUTPUT_COLUMN = {
-    "COUNT": "dp_count",
-    "SUM": "dp_sum",
-    "MEAN": "dp_mean",
-    "PRIVACY_ID_COUNT": "dp_users",
+    MetricKind.COUNT: "dp_count",
+    MetricKind.SUM: "dp_sum",
+    MetricKind.MEAN: "dp_mean",
+    MetricKind.PRIVACY_ID_COUNT: "dp_users",
 }
+# delta is the probability that the guarantee fails outright; above this it protects nobody.
+MAX_DELTA_PER_RELEASE = 1e-3
+ENUMS: dict[str, type[enum.StrEnum]] = {cls.__name__: cls for cls in (
+    MetricKind, NoiseKind, Engine, PartitionSelection, Period, ReleaseMode)}
 
 
 class ConfigError(ValueError):
@@ -77,19 +121,24 @@ class IngestConfig:
 class PrivacyConfig:
     epsilon_per_release: float = 1.0
     delta_per_release: float = 1e-6
-    epsilon_cap: float = 10.0
-    noise_kind: str = "laplace"
-    engine: str = "spark"
-    partition_selection: str = "truncated_geometric"
+    epsilon_cap: float = 10.0  # per privacy unit: per period, or over the lakehouse's life (period "none")
+    delta_cap: float = 1e-5
+    period: Period = Period.DAY
+    release: ReleaseMode = ReleaseMode.CLOSED
+    close_after_hours: int = 2  # a period is closed this long after its end (late sessions still count)
+    max_releases_per_period: int = 32  # continual: the tree's horizon
+    noise_kind: NoiseKind = NoiseKind.LAPLACE
+    engine: Engine = Engine.SPARK
+    partition_selection: PartitionSelection = PartitionSelection.TRUNCATED_GEOMETRIC
 
 
 @dataclass(frozen=True)
 class MetricConfig:
     name: str
-    kind: str
+    kind: MetricKind
     group_by: str
-    output: str
-    public_partitions: tuple[str, ...] | None
+    output: str = ""  # empty: the kind's default (dp_count, dp_sum, dp_mean, dp_users)
+    public_partitions: tuple[str, ...] | None = None
     value: str | None = None
     min_value: float | None = None
     max_value: float | None = None
@@ -97,6 +146,11 @@ class MetricConfig:
     max_contributions_per_partition: int = 5
     share: float = 1.0
     pre_threshold: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", MetricKind(self.kind))
+        if not self.output:
+            object.__setattr__(self, "output", DEFAULT_OUTPUT_COLUMN[self.kind])
 
     @property
     def table(self) -> str:
@@ -141,12 +195,12 @@ CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
 DEVICES = ("desktop", "mobile", "tablet", "(not set)")
 
 DEFAULT_METRICS: tuple[MetricConfig, ...] = (
-    MetricConfig(name="sessions_per_continent", kind="COUNT", group_by="continent",
+    MetricConfig(name="sessions_per_continent", kind=MetricKind.COUNT, group_by="continent",
                  output="dp_sessions", public_partitions=CONTINENTS),
-    MetricConfig(name="avg_session_duration_per_device", kind="MEAN", group_by="device",
+    MetricConfig(name="avg_session_duration_per_device", kind=MetricKind.MEAN, group_by="device",
                  output="dp_avg_duration_s", public_partitions=DEVICES,
                  value="total_time_on_page", min_value=0.0, max_value=3600.0),
-    MetricConfig(name="sessions_per_country", kind="COUNT", group_by="country",
+    MetricConfig(name="sessions_per_country", kind=MetricKind.COUNT, group_by="country",
                  output="dp_sessions", public_partitions=None),
 )
 
@@ -201,11 +255,11 @@ def load_config(path: str | Path | None) -> Config:
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     where = _Where(source)
     _reject_unknown(data, {"storage", "spark", "ingest", "privacy", "metrics", "azure"}, where, "")
-    storage = _section(StorageConfig, data.get("storage", {}), where, "storage")
-    spark = _section(SparkConfig, data.get("spark", {}), where, "spark")
-    ingest = _section(IngestConfig, data.get("ingest", {}), where, "ingest")
-    privacy = _section(PrivacyConfig, data.get("privacy", {}), where, "privacy")
-    azure = _section(AzureConfig, data["azure"], where, "azure") if "azure" in data else None
+    storage = StorageConfig(**_section(StorageConfig, data.get("storage", {}), where, "storage"))
+    spark = SparkConfig(**_section(SparkConfig, data.get("spark", {}), where, "spark"))
+    ingest = IngestConfig(**_section(IngestConfig, data.get("ingest", {}), where, "ingest"))
+    privacy = PrivacyConfig(**_section(PrivacyConfig, data.get("privacy", {}), where, "privacy"))
+    azure = AzureConfig(**_section(AzureConfig, data["azure"], where, "azure")) if "azure" in data else None
     if "metrics" in data:
         raw_metrics = data["metrics"]
         if not isinstance(raw_metrics, dict) or not raw_metrics:
@@ -235,9 +289,18 @@ def _reject_unknown(body: dict[str, Any], allowed: set[str], where: _Where, pref
 
 
 def _coerce(value: Any, expected: Any, key: str, where: _Where) -> Any:
-    """Checks a TOML value against the dataclass field type; ints are accepted for floats."""
+    """Checks a TOML value against the dataclass field type (its annotation, as text); ints are
+    accepted for floats; enum values are matched case-insensitively."""
     kind = expected if isinstance(expected, str) else getattr(expected, "__name__", str(expected))
-    kind = kind.replace(" ", "")
+    kind = kind.replace(" ", "").removesuffix("|None")
+    if kind in ENUMS:
+        choices = ENUMS[kind]
+        if isinstance(value, str):
+            for choice in choices:
+                if value.lower() == choice.value.lower():
+                    return choice
+        raise ConfigError(f"{where.source}: {key}: must be one of {', '.join(c.value for c in choices)}, "
+                          f"got {value!r}")
     ok = {
         "str": lambda v: isinstance(v, str),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -257,60 +320,34 @@ def _coerce(value: Any, expected: Any, key: str, where: _Where) -> Any:
     return value
 
 
-def _section(cls: type, body: Any, where: _Where, name: str) -> Any:
+def _section(cls: type, body: Any, where: _Where, name: str, exclude: frozenset[str] = frozenset()) -> Any:
+    """A [name] table -> cls, every key checked against cls's fields (except `exclude`, set by the caller)."""
     if not isinstance(body, dict):
         raise ConfigError(f"{where.source}: [{name}] must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
     _reject_unknown(body, set(fields), where, name)
-    values = {k: _coerce(v, fields[k].type, f"{name}.{k}", where) for k, v in body.items()}
-    return cls(**values)
-
-
-_METRIC_KEYS = {"kind", "group_by", "output", "public_partitions", "value", "min_value", "max_value",
-                "max_partitions_contributed", "max_contributions_per_partition", "share", "pre_threshold"}
+    return {k: _coerce(v, fields[k].type, f"{name}.{k}", where) for k, v in body.items()}
 
 
 def _metric(name: str, body: Any, where: _Where) -> MetricConfig:
     key = f"metrics.{name}"
-    if not isinstance(body, dict):
-        raise ConfigError(f"{where.source}: [{key}] must be a table")
-    _reject_unknown(body, _METRIC_KEYS, where, key)
     if not name.isidentifier() or name != name.lower():
         raise ConfigError(f"{where.source}: [{key}]: the metric name is its Gold table name; "
                           "use lower_case letters, digits and underscores")
-    for required in ("kind", "group_by"):
-        if required not in body:
-            raise ConfigError(f"{where.source}: {key}.{required} is required")
-    kind = _coerce(body["kind"], "str", f"{key}.kind", where).upper()
-    if kind not in METRIC_KINDS:
-        raise ConfigError(f"{where.source}: {key}.kind: must be one of {', '.join(METRIC_KINDS)}, got {body['kind']!r}")
-    partitions = body.get("public_partitions")
+    if isinstance(body, dict):
+        for required in ("kind", "group_by"):
+            if required not in body:
+                raise ConfigError(f"{where.source}: {key}.{required} is required")
+    partitions = body.get("public_partitions") if isinstance(body, dict) else None
+    fields = _section(MetricConfig, {k: v for k, v in body.items() if k != "public_partitions"}
+                      if isinstance(body, dict) else body, where, key, exclude=frozenset({"name"}))
     if partitions is not None:
         if not isinstance(partitions, list) or not all(isinstance(p, str) for p in partitions) or not partitions:
             raise ConfigError(f"{where.source}: {key}.public_partitions: must be a non-empty list of strings "
                               "(leave it out for DP partition selection)")
         if len(set(partitions)) != len(partitions):
             raise ConfigError(f"{where.source}: {key}.public_partitions: lists a partition twice")
-        partitions = tuple(partitions)
-
-    def get(field_name: str, kind_name: str, default: Any = None) -> Any:
-        if field_name not in body:
-            return default
-        return _coerce(body[field_name], kind_name, f"{key}.{field_name}", where)
-
-    return MetricConfig(
-        name=name, kind=kind,
-        group_by=get("group_by", "str"),
-        output=get("output", "str", DEFAULT_OUTPUT_COLUMN[kind]),
-        public_partitions=partitions,
-        value=get("value", "str"),
-        min_value=get("min_value", "float"),
-        max_value=get("max_value", "float"),
-        max_partitions_contributed=get("max_partitions_contributed", "int", 1),
-        max_contributions_per_partition=get("max_contributions_per_partition", "int", 5),
-        share=get("share", "float", 1.0),
-        pre_threshold=get("pre_threshold", "int"),
-    )
+    return MetricConfig(name=name, public_partitions=tuple(partitions) if partitions is not None else None, **fields)
 
 
 def _validate(config: Config, where: _Where) -> None:
@@ -348,22 +385,31 @@ def _validate(config: Config, where: _Where) -> None:
 def _validate_privacy(p: PrivacyConfig, where: _Where) -> None:
     if not p.epsilon_per_release > 0:
         raise where.error("privacy.epsilon_per_release", f"must be > 0, got {p.epsilon_per_release}")
-    if not 0 <= p.delta_per_release < 1:
-        raise where.error("privacy.delta_per_release", f"must be in [0, 1), got {p.delta_per_release}")
+    if not 0 <= p.delta_per_release < MAX_DELTA_PER_RELEASE:
+        raise where.error("privacy.delta_per_release",
+                          f"must be in [0, {MAX_DELTA_PER_RELEASE:g}) - delta is the chance that the guarantee fails "
+                          f"outright, so keep it far below 1 / the number of users (1e-6 to 1e-9); got {p.delta_per_release}")
     if not p.epsilon_cap > 0:
         raise where.error("privacy.epsilon_cap", f"must be > 0, got {p.epsilon_cap}")
+    if not 0 <= p.delta_cap < 1:
+        raise where.error("privacy.delta_cap", f"must be in [0, 1), got {p.delta_cap}")
     if p.epsilon_per_release > p.epsilon_cap:
         raise where.error("privacy.epsilon_per_release",
                           f"({p.epsilon_per_release}) exceeds privacy.epsilon_cap ({p.epsilon_cap}): no release could ever run")
-    if p.noise_kind not in NOISE_KINDS:
-        raise where.error("privacy.noise_kind", f"must be one of {', '.join(NOISE_KINDS)}, got {p.noise_kind!r}")
-    if p.noise_kind == "gaussian" and p.delta_per_release == 0:
+    if p.delta_per_release > p.delta_cap:
+        raise where.error("privacy.delta_per_release",
+                          f"({p.delta_per_release}) exceeds privacy.delta_cap ({p.delta_cap}): no release could ever run")
+    if p.noise_kind == NoiseKind.GAUSSIAN and p.delta_per_release == 0:
         raise where.error("privacy.delta_per_release", "must be > 0 with gaussian noise")
-    if p.engine not in ENGINES:
-        raise where.error("privacy.engine", f"must be one of {', '.join(ENGINES)}, got {p.engine!r}")
-    if p.partition_selection not in PARTITION_SELECTION:
-        raise where.error("privacy.partition_selection",
-                          f"must be one of {', '.join(PARTITION_SELECTION)}, got {p.partition_selection!r}")
+    if p.close_after_hours < 0:
+        raise where.error("privacy.close_after_hours", f"must be >= 0, got {p.close_after_hours}")
+    if not 1 <= p.max_releases_per_period <= 4096:
+        raise where.error("privacy.max_releases_per_period", f"must be in [1, 4096], got {p.max_releases_per_period}")
+    if p.release == ReleaseMode.CONTINUAL and p.period == Period.NONE:
+        raise where.error("privacy.release", 'continual release needs a period (day, week or month), not "none"')
+    if p.release == ReleaseMode.CONTINUAL and p.engine == Engine.PIPELINEDP:
+        raise where.error("privacy.engine", 'continual release runs on the "spark" engine only (PipelineDP has no '
+                          "tree aggregation); use engine = \"spark\" or release = \"closed\"")
 
 
 def _validate_metric(m: MetricConfig, privacy: PrivacyConfig, where: _Where) -> None:
@@ -380,8 +426,7 @@ def _validate_metric(m: MetricConfig, privacy: PrivacyConfig, where: _Where) -> 
         raise where.error(f"{key}.share", f"must be > 0, got {m.share}")
     if m.pre_threshold is not None and m.pre_threshold < 1:
         raise where.error(f"{key}.pre_threshold", f"must be >= 1, got {m.pre_threshold}")
-    needs_value = m.kind in ("SUM", "MEAN")
-    if needs_value:
+    if m.kind.has_value:
         if m.value not in VALUE_COLUMNS:
             raise where.error(f"{key}.value", f"{m.kind} needs a numeric Silver column among {', '.join(VALUE_COLUMNS)}, got {m.value!r}")
         if m.min_value is None or m.max_value is None:

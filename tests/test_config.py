@@ -24,8 +24,19 @@ def test_conf_local_toml_is_the_embedded_default():
     ({"privacy": {"epsilon_per_release": "1"}}, "privacy.epsilon_per_release: expected float, got str"),
     ({"privacy": {"epsilon_per_release": 0}}, "privacy.epsilon_per_release: must be > 0"),
     ({"privacy": {"epsilon_per_release": -1.0}}, "privacy.epsilon_per_release: must be > 0"),
-    ({"privacy": {"delta_per_release": 1.0}}, "privacy.delta_per_release: must be in [0, 1)"),
-    ({"privacy": {"delta_per_release": -1e-9}}, "privacy.delta_per_release: must be in [0, 1)"),
+    ({"privacy": {"delta_per_release": 1.0}}, "privacy.delta_per_release: must be in [0, 0.001)"),
+    ({"privacy": {"delta_per_release": 1e-3}}, "privacy.delta_per_release: must be in [0, 0.001)"),
+    ({"privacy": {"delta_per_release": 0.1}}, "far below 1 / the number of users"),
+    ({"privacy": {"delta_per_release": -1e-9}}, "privacy.delta_per_release: must be in [0, 0.001)"),
+    ({"privacy": {"delta_per_release": 1e-4, "delta_cap": 1e-5}}, "exceeds privacy.delta_cap"),
+    ({"privacy": {"delta_cap": 1.0}}, "privacy.delta_cap: must be in [0, 1)"),
+    ({"privacy": {"period": "hour"}}, "privacy.period: must be one of none, day, week, month, got 'hour'"),
+    ({"privacy": {"period": 1}}, "privacy.period: must be one of none, day, week, month"),
+    ({"privacy": {"release": "live"}}, "privacy.release: must be one of closed, continual"),
+    ({"privacy": {"release": "continual", "period": "none"}}, "continual release needs a period"),
+    ({"privacy": {"release": "continual", "engine": "pipelinedp"}}, "runs on the \"spark\" engine only"),
+    ({"privacy": {"close_after_hours": -1}}, "privacy.close_after_hours: must be >= 0"),
+    ({"privacy": {"max_releases_per_period": 0}}, "privacy.max_releases_per_period: must be in [1, 4096]"),
     ({"privacy": {"epsilon_per_release": 2.0, "epsilon_cap": 1.0}}, "exceeds privacy.epsilon_cap"),
     ({"privacy": {"noise_kind": "cauchy"}}, "privacy.noise_kind: must be one of laplace, gaussian"),
     ({"privacy": {"noise_kind": "gaussian", "delta_per_release": 0.0}}, "must be > 0 with gaussian noise"),
@@ -56,6 +67,15 @@ def test_bad_values_name_the_key(data, message):
         parse_config(data, source="test.toml")
     assert str(err.value).startswith("test.toml: ")
     assert message in str(err.value)
+
+
+def test_enum_values_are_typed_and_case_insensitive():
+    from lakehouse.config import Engine, NoiseKind, Period, ReleaseMode
+
+    privacy = parse_config({"privacy": {"period": "Week", "release": "CONTINUAL", "noise_kind": "Gaussian"}}).privacy
+    assert (privacy.period, privacy.release, privacy.noise_kind, privacy.engine) == (
+        Period.WEEK, ReleaseMode.CONTINUAL, NoiseKind.GAUSSIAN, Engine.SPARK)
+    assert isinstance(privacy.period, Period) and privacy.period == "week"
 
 
 def test_metrics_and_defaults_parse():

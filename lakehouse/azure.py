@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lakehouse.config import Config
-from lakehouse.errors import LakehouseError, LockBusy
+from lakehouse.errors import LakehouseError, LockBusy, redact
+from lakehouse.lock import LeaseLost, RunLease
 from lakehouse.log import progress
 
 _URL = re.compile(r"^(abfss?)://(?P<container>[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?)@(?P<host>[^/]+)(?P<path>/.*)?$")
@@ -198,17 +199,51 @@ def prepare_containers(settings: AzureSettings, urls: list[str]) -> None:
 
 
 def configure_spark(spark, settings: AzureSettings) -> None:
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    for key, value in settings.hadoop_conf().items():
-        hadoop.set(key, value)
+    from lakehouse.jvm_bridge import set_hadoop_conf
+
+    set_hadoop_conf(spark, settings.hadoop_conf())
 
 
 # ------------------------------------------------------------------------------------------
 # the run lock: a blob lease
 
 
+class _BlobLease(RunLease):
+    """A renewed blob lease. Renewal runs every lease_seconds / 3; the first renewal that fails marks
+    the lease lost for good (it may have expired and been taken by another run), and check() renews
+    once more itself, so a write is guarded by a renewal at most a moment old."""
+
+    def __init__(self, lease, lock_url: str):
+        self._lease = lease
+        self._lock_url = lock_url
+        self._lost: str | None = None
+        self._mutex = threading.Lock()
+
+    def renew(self) -> None:
+        with self._mutex:
+            if self._lost:
+                return
+            try:
+                self._lease.renew()
+            except Exception as exc:  # noqa: BLE001 - any failure: the lease can no longer be trusted
+                self._lost = f"{type(exc).__name__}: {getattr(exc, 'error_code', None) or str(exc).splitlines()[0]}"
+                progress(f"warning: lost the run lease on {self._lock_url} ({self._lost}); no more writes")
+
+    def check(self, before: str) -> None:
+        self.renew()
+        if self._lost:
+            raise LeaseLost(f"stopped before {before}: the run lease on {self._lock_url} could not be renewed "
+                            f"({redact(self._lost)}), so another run may hold it now; nothing more was written - "
+                            "the next run continues from here")
+
+    def release(self) -> None:
+        if not self._lost:
+            with contextlib.suppress(Exception):
+                self._lease.release()
+
+
 @contextlib.contextmanager
-def lease_lock(settings: AzureSettings, lock_url: str, holder: str) -> Iterator[None]:
+def lease_lock(settings: AzureSettings, lock_url: str, holder: str) -> Iterator[RunLease]:
     from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
     loc = parse_url(lock_url)
@@ -227,24 +262,21 @@ def lease_lock(settings: AzureSettings, lock_url: str, holder: str) -> Iterator[
                                "later") from None
             raise
         blob.set_blob_metadata({"holder": holder.replace('"', "'")}, lease=lease)
+    held = _BlobLease(lease, lock_url)
     stop = threading.Event()
 
     def renew() -> None:
         while not stop.wait(settings.lock_lease_seconds / 3):
-            try:
-                lease.renew()
-            except Exception as exc:  # noqa: BLE001 - keep trying; a lost lease lets another run start
-                progress(f"warning: could not renew the run lease: {type(exc).__name__}")
+            held.renew()
 
     renewer = threading.Thread(target=renew, name="lakehouse-lease", daemon=True)
     renewer.start()
     try:
-        yield
+        yield held
     finally:
         stop.set()
         renewer.join(timeout=5)
-        with contextlib.suppress(Exception):
-            lease.release()
+        held.release()
 
 
 # ------------------------------------------------------------------------------------------

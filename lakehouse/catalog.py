@@ -1,34 +1,63 @@
-"""The table catalog: Delta tables at their storage paths, created on first use, named for SQL."""
+"""The table catalog: Delta tables at their storage paths, created on first use, named for SQL.
+
+Existence is decided fail-closed: a table exists when its ``_delta_log`` holds a commit (or a
+checkpoint), does not exist when the log is absent or holds no commit yet (a table being created),
+and every other storage answer - an I/O error, a refused request - is an error, never "no table"
+(a ledger read as "no table" would be an unspent budget).
+"""
 
 from __future__ import annotations
 
 import re
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, SparkSession
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from lakehouse.storage import Locations
-from streaming.schema import SILVER_QUARANTINE_SCHEMA, SILVER_SESSIONS_SCHEMA
-
-LAYERS = ("silver", "gold")
-_TABLE_REF = re.compile(r"\b(silver|gold)\s*\.\s*`?([A-Za-z_][A-Za-z0-9_]*)`?", re.I)
-
+from lakehouse import fs, schemas
+from lakehouse.errors import LakehouseError
+from lakehouse.storage import Locations, join
 
 # min/max statistics where they prune: the ingest MERGE's time window, and time-range queries.
 # (All 12 columns cost ~30 % more per write.)
 SILVER_STATS = {"delta.dataSkippingStatsColumns": "session_id,session_start"}
+FIRST_COMMIT = "00000000000000000000.json"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-def is_delta_table(spark: SparkSession, path: str) -> bool:
+class StorageError(LakehouseError):
+    """Storage answered with an error; nothing is assumed about the table."""
+
+
+def java_cause(exc: BaseException) -> str:
+    """The first line of a JVM exception (py4j), without the Java stack."""
+    if isinstance(exc, Py4JJavaError):
+        return str(exc.java_exception.toString()).splitlines()[0]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    log = join(path, "_delta_log")
     try:
-        return DeltaTable.isDeltaTable(spark, path)
-    except Exception:  # a missing container or folder is simply "no table yet"
-        return False
+        return fs.exists(spark, join(log, FIRST_COMMIT)) or fs.exists(spark, join(log, "_last_checkpoint"))
+    except Py4JJavaError as exc:
+        raise StorageError(f"cannot read {log}: {java_cause(exc)}") from exc
 
 
-def create_table(spark: SparkSession, path: str, schema: StructType, properties: dict[str, str] | None = None) -> None:
+def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def create_table(spark: SparkSession, path: str, schema: StructType, properties: dict[str, str] | None = None,
+                 partition_by: tuple[str, ...] = ()) -> None:
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
     builder.execute()
@@ -37,17 +66,21 @@ def create_table(spark: SparkSession, path: str, schema: StructType, properties:
 def ensure_silver_tables(spark: SparkSession, loc: Locations, properties: dict[str, str]) -> None:
     """silver.sessions (change data feed on: the DP release reads only what was added) and
     silver.quarantine."""
-    if not is_delta_table(spark, loc.silver_sessions):
-        create_table(spark, loc.silver_sessions, SILVER_SESSIONS_SCHEMA,
+    if not table_exists(spark, loc.silver_sessions):
+        create_table(spark, loc.silver_sessions, schemas.SILVER_SESSIONS,
                      {"delta.enableChangeDataFeed": "true", **SILVER_STATS, **properties})
-    if not is_delta_table(spark, loc.silver_quarantine):
-        create_table(spark, loc.silver_quarantine, SILVER_QUARANTINE_SCHEMA)
+    if not table_exists(spark, loc.silver_quarantine):
+        create_table(spark, loc.silver_quarantine, schemas.SILVER_QUARANTINE)
+
+
+def append(spark: SparkSession, path: str, schema: StructType, rows: list[tuple]) -> None:
+    spark.createDataFrame(rows, schema).write.format("delta").mode("append").save(path)
 
 
 def holds_rows(spark: SparkSession, path: str, condition: Column) -> bool:
     """Whether the Delta table at `path` exists and has a row matching `condition`: how a replay
     after a crash finds out that its append already committed (a Delta commit is all or nothing)."""
-    return is_delta_table(spark, path) and not spark.read.format("delta").load(path).where(condition).isEmpty()
+    return table_exists(spark, path) and not read(spark, path).where(condition).isEmpty()
 
 
 def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
@@ -62,15 +95,14 @@ def latest_version(spark: SparkSession, path: str) -> int:
     return DeltaTable.forPath(spark, path).history(1).select("version").first()["version"]
 
 
-def referenced_tables(query: str) -> list[str]:
-    """``silver.x`` / ``gold.y`` names a SQL text mentions, lower-cased, in order of appearance."""
-    seen: dict[str, None] = {}
-    for layer, name in _TABLE_REF.findall(query):
-        seen[f"{layer.lower()}.{name.lower()}"] = None
-    return list(seen)
-
-
 _registered: dict[str, str] = {}  # qualified name -> path, for this process's session catalog
+
+
+def existing_tables(spark: SparkSession, loc: Locations, layer: str) -> list[str]:
+    """Qualified names of the tables that exist in a layer (silver or gold)."""
+    base = loc.silver if layer == "silver" else loc.gold
+    names = fs.list_names(spark, base)
+    return [f"{layer}.{n}" for n in names if _IDENTIFIER.match(n) and table_exists(spark, join(base, n))]
 
 
 def register_tables(spark: SparkSession, loc: Locations, names: list[str]) -> list[str]:
@@ -87,7 +119,7 @@ def register_tables(spark: SparkSession, loc: Locations, names: list[str]) -> li
             continue
         if _registered.get(qualified) == path and spark.catalog.tableExists(qualified):
             continue
-        if not is_delta_table(spark, path):
+        if not table_exists(spark, path):
             missing.append(qualified)
             continue
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
@@ -95,3 +127,7 @@ def register_tables(spark: SparkSession, loc: Locations, names: list[str]) -> li
         spark.sql(f"CREATE TABLE {layer}.{name} USING delta LOCATION '{path}'")
         _registered[qualified] = path
     return missing
+
+
+def registered_paths() -> set[str]:
+    return set(_registered.values())

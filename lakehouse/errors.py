@@ -44,3 +44,22 @@ def redact(text: str) -> str:
     for pattern in _KEY_PATTERNS:
         text = pattern.sub(r"\1***", text)
     return text
+
+
+_ERROR_CLASS = re.compile(r"^\[[A-Z0-9_.]+\]\s*")
+_SQLSTATE = re.compile(r"\s*SQLSTATE: \w+")
+
+
+def spark_message(exc: BaseException) -> str:
+    """A Spark error as one whole line: its message up to the query excerpt ("== SQL ==") or the
+    JVM stack, lines joined, without the [ERROR_CLASS] prefix and the SQLSTATE code."""
+    lines = []
+    for line in str(exc).strip().splitlines():
+        # the query excerpt, the JVM stack, or an analysed plan's tree ('Project ..., +- Relation ...)
+        if line.startswith(("== SQL", "JVM stacktrace:", "\tat ")) or line.lstrip().startswith(("'", "+-", ":-")) \
+                or (lines and not line.strip()):
+            break
+        if line.strip():
+            lines.append(line.strip())
+    text = _SQLSTATE.sub("", _ERROR_CLASS.sub("", " ".join(lines))).strip().rstrip(";").strip()
+    return text or type(exc).__name__

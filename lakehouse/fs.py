@@ -4,39 +4,35 @@ from __future__ import annotations
 
 from pyspark.sql import SparkSession
 
-
-def _fs(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+from lakehouse.jvm_bridge import hadoop_fs, hadoop_path, read_stream_bytes
 
 
 def exists(spark: SparkSession, path: str) -> bool:
-    fs, hpath = _fs(spark, path)
+    fs, hpath = hadoop_fs(spark, path)
     return bool(fs.exists(hpath))
 
 
 def list_names(spark: SparkSession, directory: str) -> list[str]:
     """File names directly in `directory` ([] if it does not exist)."""
-    fs, hpath = _fs(spark, directory)
+    fs, hpath = hadoop_fs(spark, directory)
     if not fs.exists(hpath):
         return []
     return sorted(status.getPath().getName() for status in fs.listStatus(hpath))
 
 
 def read_text(spark: SparkSession, path: str) -> str:
-    fs, hpath = _fs(spark, path)
+    fs, hpath = hadoop_fs(spark, path)
     stream = fs.open(hpath)
     try:
-        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode("utf-8")
+        return read_stream_bytes(spark, stream).decode("utf-8")
     finally:
         stream.close()
 
 
 def write_text_atomically(spark: SparkSession, path: str, text: str) -> None:
     """Writes a hidden temporary file, then renames it: readers see the whole file or none."""
-    fs, hpath = _fs(spark, path)
-    tmp = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(hpath.getParent(), f".{hpath.getName()}.tmp")
+    fs, hpath = hadoop_fs(spark, path)
+    tmp = hadoop_path(spark, hpath.getParent(), f".{hpath.getName()}.tmp")
     stream = fs.create(tmp, True)
     try:
         stream.write(bytearray(text.encode("utf-8")))
@@ -45,3 +41,8 @@ def write_text_atomically(spark: SparkSession, path: str, text: str) -> None:
     if not fs.rename(tmp, hpath):
         fs.delete(tmp, False)
         raise OSError(f"could not rename {tmp} to {path} (does it exist already?)")
+
+
+def delete(spark: SparkSession, path: str) -> None:
+    fs, hpath = hadoop_fs(spark, path)
+    fs.delete(hpath, False)

@@ -8,7 +8,9 @@ lock. The second run fails at once with :class:`LockBusy` (exit code 75, "try ag
 * local storage: ``fcntl.flock`` on ``<silver>/_lakehouse.lock``; the kernel releases it when the
   process dies, even on SIGKILL, so a crash never leaves a stale lock.
 * Azure Blob: a lease on the blob ``_lakehouse.lock`` in the silver container, renewed by a
-  background thread; a killed process's lease simply expires (15-60 s).
+  background thread; a killed process's lease simply expires (15-60 s). A lease that could not be
+  renewed may be another run's by now: :meth:`RunLease.check`, called before every write of Silver,
+  the staging and every Gold table, then stops this run with :class:`LeaseLost` before it writes.
 """
 
 from __future__ import annotations
@@ -26,13 +28,25 @@ from lakehouse.errors import LockBusy
 from lakehouse.storage import Locations, is_url
 
 
+class LeaseLost(LockBusy):
+    """This run no longer holds the writer lock: it must not write anything more."""
+
+
+class RunLease:
+    """The held writer lock. A local flock cannot be lost while the process lives; an Azure lease
+    can (see lakehouse.azure.lease_lock, which subclasses this)."""
+
+    def check(self, before: str) -> None:
+        """Raises LeaseLost if the lock may no longer be ours; `before` names the write it guards."""
+
+
 def _holder() -> str:
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 @contextlib.contextmanager
-def local_lock(path: str) -> Iterator[None]:
+def local_lock(path: str) -> Iterator[RunLease]:
     lock_file = Path(path)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -45,19 +59,19 @@ def local_lock(path: str) -> Iterator[None]:
                            "that run ends - try again later") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder().encode(), 0)
-        yield
+        yield RunLease()
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 
 
 @contextlib.contextmanager
-def run_lock(loc: Locations, azure_settings=None) -> Iterator[None]:
+def run_lock(loc: Locations, azure_settings=None) -> Iterator[RunLease]:
     """The lakehouse-wide writer lock for ``loc``."""
     if is_url(loc.silver):
         from lakehouse import azure
 
-        with azure.lease_lock(azure_settings, loc.lock, _holder()):
-            yield
+        with azure.lease_lock(azure_settings, loc.lock, _holder()) as lease:
+            yield lease
     else:
-        with local_lock(loc.lock):
-            yield
+        with local_lock(loc.lock) as lease:
+            yield lease

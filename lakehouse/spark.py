@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from pyspark.errors import PySparkRuntimeError
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from lakehouse import jars
 from lakehouse.config import Config
@@ -98,11 +98,3 @@ def get_spark(config: Config) -> SparkSession:
     spark.sparkContext.setLogLevel(config.spark.log_level.upper())
     _quiet_pyspark_error_loggers()
     return spark
-
-
-def drop_local_checkpoint(df: DataFrame) -> None:
-    """Frees a local checkpoint's blocks now rather than at the next JVM garbage collection."""
-    try:
-        df._jdf.queryExecution().analyzed().rdd().unpersist(False)
-    except Exception:  # noqa: BLE001 - only an optimisation; Spark's cleaner frees it eventually
-        pass

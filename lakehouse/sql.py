@@ -1,4 +1,5 @@
-"""``lakehouse sql``: one Spark SQL query over silver.* and gold.*, printed as table, CSV or JSON lines."""
+"""``lakehouse sql``: one read-only Spark SQL query over silver.* and gold.*, printed as table, CSV or
+JSON lines. What may run is decided on Spark's plans by :mod:`lakehouse.sql_guard`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import json
 import math
 from typing import IO, Any
 
-from pyspark.errors import AnalysisException
+from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import SparkSession
 
-from lakehouse import catalog
-from lakehouse.errors import LakehouseError
+from lakehouse import catalog, jvm_bridge, sql_guard
+from lakehouse.errors import LakehouseError, spark_message
 from lakehouse.storage import Locations
 
 
@@ -53,9 +54,24 @@ def write_table(columns: list[str], rows: list[tuple], out: IO[str]) -> None:
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
 
 
+def prepare(spark: SparkSession, loc: Locations, query: str) -> tuple[sql_guard.Referenced, list[str]]:
+    """Checks `query` on its parsed plan (SqlRefused if it is not a read-only query over silver.* and
+    gold.*) and registers the tables it reads; returns what it reads and the tables that do not exist."""
+    try:
+        plan = jvm_bridge.parse_plan(spark, query)
+    except ParseException as exc:
+        raise LakehouseError(f"SQL syntax error: {spark_message(exc)}") from exc
+    referenced = sql_guard.check_parsed(plan)
+    names = list(referenced.tables)
+    for layer in referenced.namespaces:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+        names += [n for n in catalog.existing_tables(spark, loc, layer) if n not in names]
+    return referenced, catalog.register_tables(spark, loc, names)
+
+
 def run_query(spark: SparkSession, loc: Locations, query: str, fmt: str, out: IO[str],
               limit: int | None = None, quiet_missing: bool = False) -> None:
-    missing = catalog.register_tables(spark, loc, catalog.referenced_tables(query))
+    referenced, missing = prepare(spark, loc, query)
     if missing:
         if quiet_missing:
             print(f"({', '.join(missing)} not created yet)", file=out)
@@ -63,7 +79,9 @@ def run_query(spark: SparkSession, loc: Locations, query: str, fmt: str, out: IO
         raise LakehouseError(f"{', '.join(missing)} does not exist yet under {loc.root or loc.gold}: "
                              "silver.* appear after `lakehouse ingest`, gold.* after `lakehouse release`")
     try:
-        df = spark.sql(query)
+        df = spark.sql(query)  # a SHOW / DESCRIBE / EXPLAIN runs here (read-only); a query is only analysed
+        if referenced.is_query:
+            sql_guard.check_analyzed(jvm_bridge.analyzed_plan(df), catalog.registered_paths())
         if limit:
             df = df.limit(limit)
         columns = df.columns
@@ -79,5 +97,4 @@ def run_query(spark: SparkSession, loc: Locations, query: str, fmt: str, out: IO
             for r in rows:
                 print(json.dumps({c: _json_value(v) for c, v in zip(columns, r)}), file=out)
     except AnalysisException as exc:
-        message = str(exc).strip().splitlines()[0]
-        raise LakehouseError(f"SQL error: {message}") from None
+        raise LakehouseError(f"SQL error: {spark_message(exc)}") from exc

@@ -57,6 +57,21 @@ class Locations:
         return join(self.silver, "quarantine")
 
     @property
+    def release_audit(self) -> str:
+        """The authoritative record of what every release spent (restricted; Gold has a copy)."""
+        return join(self.silver, "release_audit")
+
+    @property
+    def release_bounds(self) -> str:
+        """Continual release: per user and period, the contributions kept so far (restricted)."""
+        return join(self.silver, "release_bounds")
+
+    @property
+    def release_tree(self) -> str:
+        """Continual release: every tree node's exact and noisy value (restricted)."""
+        return join(self.silver, "release_tree")
+
+    @property
     def release_staging(self) -> str:
         """Computed-but-not-yet-published releases; DP outputs, kept beside Silver, never shared."""
         return join(self.silver, "_release_staging")
@@ -83,10 +98,12 @@ class Locations:
         return join(self.silver, "_lakehouse.lock")
 
     def table_path(self, qualified: str) -> str:
-        """``silver.sessions`` / ``gold.<name>`` -> storage path."""
+        """``silver.<name>`` / ``gold.<name>`` -> storage path (a name is an identifier, never a path)."""
         layer, _, name = qualified.partition(".")
-        if layer == "silver" and name in ("sessions", "quarantine"):
+        if not name.isidentifier():
+            raise KeyError(qualified)
+        if layer == "silver":
             return join(self.silver, name)
-        if layer == "gold" and name:
+        if layer == "gold":
             return self.gold_table(name)
         raise KeyError(qualified)

@@ -1,0 +1,63 @@
+"""Every reach into Spark's JVM internals (py4j), in one place.
+
+The lakehouse needs a few things the public PySpark API does not offer: Hadoop's file system (small
+files, listings, atomic renames on local disk and ABFS alike), Hadoop's configuration (Azure
+credentials are set there, never in SparkConf), Spark's SQL parser and analysed plans (the read-only
+check of `lakehouse sql`), and freeing a local checkpoint's blocks. They go through the classic
+py4j gateway, so Spark Connect sessions (Databricks serverless, `sc://` remotes) are not supported:
+:func:`require_classic` says so instead of failing with an AttributeError deep inside a command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from lakehouse.errors import LakehouseError
+
+
+def require_classic(spark: SparkSession) -> None:
+    if not hasattr(spark, "_jsparkSession"):
+        raise LakehouseError("this Spark session is a Spark Connect client; dp-lakehouse needs a classic "
+                             "Spark driver (local[*], spark://, yarn or k8s masters)")
+
+
+def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """(Hadoop FileSystem, Hadoop Path) for `path`: local, abfs(s)://, or any Hadoop scheme."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def hadoop_path(spark: SparkSession, parent: Any, name: str) -> Any:
+    return spark.sparkContext._jvm.org.apache.hadoop.fs.Path(parent, name)
+
+
+def read_stream_bytes(spark: SparkSession, stream: Any) -> bytes:
+    return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+
+
+def set_hadoop_conf(spark: SparkSession, settings: dict[str, str]) -> None:
+    """Settings on Hadoop's configuration only (not SparkConf: the Spark UI shows SparkConf)."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in settings.items():
+        hadoop.set(key, value)
+
+
+def parse_plan(spark: SparkSession, query: str) -> Any:
+    """Spark's parsed, unresolved logical plan of one SQL statement (nothing runs)."""
+    return spark._jsparkSession.sessionState().sqlParser().parsePlan(query)
+
+
+def analyzed_plan(df: DataFrame) -> Any:
+    return df._jdf.queryExecution().analyzed()
+
+
+def executed_plan_text(df: DataFrame) -> str:
+    return str(df._jdf.queryExecution().executedPlan().toString())
+
+
+def free_local_checkpoint(df: DataFrame) -> None:
+    """Frees a local checkpoint's blocks now rather than at the next JVM garbage collection."""
+    df._jdf.queryExecution().analyzed().rdd().unpersist(False)

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -31,20 +32,27 @@ from pyspark.errors import StreamingQueryException
 
 from lakehouse import catalog, failpoints, fs
 from lakehouse.config import Config
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import LakehouseError, spark_message
 from lakehouse.log import progress, warn
-from lakehouse.spark import drop_local_checkpoint
+from lakehouse.jvm_bridge import free_local_checkpoint
+from lakehouse.lock import RunLease
 from lakehouse.storage import Locations, is_url, join
 from streaming import transform
 
 PSEUDONYM_KEY_ENV = "LAKEHOUSE_PSEUDONYM_KEY"
 LOCAL_DEFAULT_KEY = b"dp-lakehouse-local-default-pseudonym-key"
 FINGERPRINT_PROPERTY = "lakehouse.pseudonymKeyFingerprint"
+# How session_id is made; a table without it was built when session_id held the raw visitor id.
+SESSION_ID_PROPERTY = "lakehouse.sessionIdScheme"
+SESSION_ID_SCHEME = "hmac-sha256(fullVisitorId/visitId)"
 BRONZE_GLOB = "*.{json,jsonl,json.gz,jsonl.gz}"
 
 
 @dataclass
 class IngestResult:
+    """What one ingest did. The row counts are exact and data-dependent: they are restricted, and
+    printed only on request (``--counts``), never by default into a job's logs."""
+
     files_read: int = 0
     rows_ingested: int = 0
     rows_quarantined: int = 0
@@ -53,13 +61,23 @@ class IngestResult:
     silver_version_before: int = -1
     silver_version: int = -1
     batch_ids: list[int] = field(default_factory=list)
+    replayed: list[int] = field(default_factory=list)  # batches re-run after an interruption
 
-    def summary(self) -> str:
+    def summary(self, counts: bool = False) -> str:
         version = (f"silver.sessions version {self.silver_version}" if self.silver_version != self.silver_version_before
                    else f"silver.sessions unchanged at version {self.silver_version}")
-        return (f"files read: {self.files_read}\nrows ingested: {self.rows_ingested}\n"
-                f"rows quarantined: {self.rows_quarantined}\nduplicates skipped: {self.duplicates_skipped}\n"
-                f"{version}")
+        lines = [f"files read: {self.files_read}"]
+        if counts:
+            lines += [f"rows ingested: {self.rows_ingested}", f"rows quarantined: {self.rows_quarantined}",
+                      f"duplicates skipped: {self.duplicates_skipped}"]
+        lines.append(version)
+        for batch in self.replayed:
+            lines.append(f"batch {batch} was interrupted after it had committed to silver.sessions; it was replayed "
+                         "and nothing was written twice")
+        if not counts and self.files_read:
+            lines.append("(exact row counts are restricted: `lakehouse ingest --counts`, or "
+                         "`lakehouse sql \"DESCRIBE HISTORY silver.sessions\"`)")
+        return "\n".join(lines)
 
 
 def pseudonym_key(loc: Locations) -> bytes:
@@ -80,8 +98,15 @@ def key_fingerprint(key: bytes) -> str:
     return hmac.new(key, b"dp-lakehouse key fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
-def _check_key(spark: SparkSession, loc: Locations, fingerprint: str) -> None:
-    stored = catalog.table_properties(spark, loc.silver_sessions).get(FINGERPRINT_PROPERTY)
+def _check_silver(spark: SparkSession, loc: Locations, fingerprint: str) -> None:
+    """The pseudonyms in silver.sessions were made by this key and this session_id scheme."""
+    properties = catalog.table_properties(spark, loc.silver_sessions)
+    if properties.get(SESSION_ID_PROPERTY) != SESSION_ID_SCHEME:
+        raise LakehouseError(
+            f"silver.sessions at {loc.silver_sessions} was built by an older dp-lakehouse whose session_id holds "
+            "the raw fullVisitorId: re-ingest it into a new lakehouse on the same (immutable) Bronze, e.g. "
+            f"`lakehouse --root NEW_ROOT --bronze {loc.bronze} run`, then remove the old root")
+    stored = properties.get(FINGERPRINT_PROPERTY)
     if stored and stored != fingerprint:
         raise LakehouseError(
             f"{PSEUDONYM_KEY_ENV} is not the key silver.sessions was built with (fingerprint {fingerprint}, "
@@ -101,12 +126,16 @@ def bronze_stream(spark: SparkSession, bronze: str, max_files_per_trigger: int) 
 class SilverBatchWriter:
     """The foreachBatch function: validate, MERGE sessions, append quarantine, count."""
 
-    def __init__(self, spark: SparkSession, loc: Locations, key: bytes, dedupe_window_hours: int):
+    def __init__(self, spark: SparkSession, loc: Locations, key: bytes, dedupe_window_hours: int,
+                 show_counts: bool = False, lease: RunLease | None = None):
         self.spark = spark
+        self.lease = lease or RunLease()
+        self.show_counts = show_counts
         self.loc = loc
         self.key = key
         self.window = dt.timedelta(hours=dedupe_window_hours)
         self.result = IngestResult()
+        self.error: LakehouseError | None = None
         self.unfinished_batch = _unfinished_batch(spark, loc.ingest_checkpoint)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -120,8 +149,14 @@ class SilverBatchWriter:
             eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK_DESER)
         try:
             self._write(candidates, batch_id)
+        except LakehouseError as exc:  # the stream wraps it; ingest() raises it as it was (exit code included)
+            self.error = exc
+            raise
         finally:
-            drop_local_checkpoint(candidates)
+            try:
+                free_local_checkpoint(candidates)
+            except Py4JJavaError:  # only an optimisation: Spark's cleaner frees it at the next GC
+                pass
 
     def _write(self, candidates: DataFrame, batch_id: int) -> None:
         stats = candidates.agg(
@@ -132,12 +167,14 @@ class SilverBatchWriter:
         ).first()
         inserted = 0
         if stats["valid"]:
+            self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
             inserted = self._merge(transform.dedupe_sessions(transform.valid_sessions(candidates)),
                                    stats["lo"], stats["hi"])
         failpoints.reached("ingest-after-merge")
         if stats["bad"]:
             bad = transform.quarantined(candidates)
             if not (batch_id == self.unfinished_batch and self._quarantined_before(bad)):
+                self.lease.check(f"appending ingest batch {batch_id} to silver.quarantine")
                 # A plain append: Delta's idempotent one (txnAppId) rebuilds the table's snapshot
                 # state first, ~0.8 s per batch, to guard against what only a replay can cause.
                 bad.write.format("delta").mode("append").save(self.loc.silver_quarantine)
@@ -148,8 +185,11 @@ class SilverBatchWriter:
         r.rows_ingested += inserted
         r.rows_quarantined += stats["bad"]
         r.duplicates_skipped += stats["valid"] - inserted
-        progress(f"ingest batch {batch_id}: {stats['valid'] + stats['bad']} lines -> {inserted} new sessions, "
-                 f"{stats['valid'] - inserted} duplicates, {stats['bad']} quarantined")
+        if batch_id == self.unfinished_batch and stats["valid"] and not inserted:
+            r.replayed.append(batch_id)
+        detail = (f": {stats['valid'] + stats['bad']} lines -> {inserted} new sessions, "
+                  f"{stats['valid'] - inserted} duplicates, {stats['bad']} quarantined" if self.show_counts else "")
+        progress(f"ingest batch {batch_id} committed{detail}")
 
     def _quarantined_before(self, bad: DataFrame) -> bool:
         """Whether the first run of this (replayed) batch already committed its quarantine append."""
@@ -188,21 +228,21 @@ def _files_in_batches(spark: SparkSession, checkpoint: str, batch_ids: list[int]
     return entries.where(F.col("batchId").isin(batch_ids)).select("path").distinct().count()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def silver_properties(fingerprint: str) -> dict[str, str]:
+    return {FINGERPRINT_PROPERTY: fingerprint, SESSION_ID_PROPERTY: SESSION_ID_SCHEME}
 
 
-def ingest(spark: SparkSession, config: Config, loc: Locations) -> IngestResult:
+def ingest(spark: SparkSession, config: Config, loc: Locations, show_counts: bool = False,
+           lease: RunLease | None = None) -> IngestResult:
     """Runs the availableNow stream over Bronze until every new file is in Silver."""
     if not fs.exists(spark, loc.bronze):
         raise LakehouseError(f"Bronze folder {loc.bronze} does not exist: land event files there "
                              "(`lakehouse generate` or `lakehouse upload`), or point --bronze at it")
     key = pseudonym_key(loc)
     fingerprint = key_fingerprint(key)
-    catalog.ensure_silver_tables(spark, loc, {FINGERPRINT_PROPERTY: fingerprint})
-    _check_key(spark, loc, fingerprint)
-    writer = SilverBatchWriter(spark, loc, key, config.ingest.dedupe_window_hours)
+    catalog.ensure_silver_tables(spark, loc, silver_properties(fingerprint))
+    _check_silver(spark, loc, fingerprint)
+    writer = SilverBatchWriter(spark, loc, key, config.ingest.dedupe_window_hours, show_counts, lease)
     writer.result.silver_version_before = catalog.latest_version(spark, loc.silver_sessions)
     progress(f"ingest: {loc.bronze} -> {loc.silver_sessions} (checkpoint {loc.ingest_checkpoint})")
     query = (bronze_stream(spark, loc.bronze, config.ingest.max_files_per_trigger)
@@ -213,7 +253,9 @@ def ingest(spark: SparkSession, config: Config, loc: Locations) -> IngestResult:
     try:
         query.awaitTermination()
     except StreamingQueryException as exc:
-        raise LakehouseError(f"ingest stream failed: {_first_line(exc)}") from exc
+        if writer.error is not None:
+            raise writer.error from exc
+        raise LakehouseError(f"ingest stream failed: {spark_message(exc)}") from exc
     result = writer.result
     result.files_read = _files_in_batches(spark, loc.ingest_checkpoint, result.batch_ids)
     result.silver_version = catalog.latest_version(spark, loc.silver_sessions)

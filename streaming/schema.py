@@ -1,6 +1,9 @@
-"""Schemas of the Bronze input and of the Silver tables (the contracts in DESIGN.md)."""
+"""The Bronze input schema (the input contract of ../shared/DESIGN.md). Silver's table schemas live
+with the catalog, in lakehouse.schemas."""
 
 from pyspark.sql import types as T
+
+from lakehouse import schemas
 
 CORRUPT_COLUMN = "_corrupt_record"
 
@@ -25,27 +28,5 @@ BRONZE_SCHEMA = T.StructType([
     T.StructField(CORRUPT_COLUMN, T.StringType()),
 ])
 
-SILVER_SESSIONS_SCHEMA = T.StructType([
-    T.StructField("session_id", T.StringType(), False),
-    T.StructField("user_id", T.StringType(), False),
-    T.StructField("session_start", T.TimestampType(), False),
-    T.StructField("continent", T.StringType(), False),
-    T.StructField("country", T.StringType(), False),
-    T.StructField("device", T.StringType(), False),
-    T.StructField("browser", T.StringType(), False),
-    T.StructField("operating_system", T.StringType(), False),
-    T.StructField("num_pageviews", T.IntegerType(), False),
-    T.StructField("total_time_on_page", T.IntegerType(), False),
-    T.StructField("source_file", T.StringType(), False),
-    T.StructField("ingested_at", T.TimestampType(), False),
-])
-
-SILVER_QUARANTINE_SCHEMA = T.StructType([
-    T.StructField("source_file", T.StringType(), False),
-    T.StructField("raw", T.StringType(), True),
-    T.StructField("reason", T.StringType(), False),
-    T.StructField("ingested_at", T.TimestampType(), False),
-])
-
-SILVER_COLUMNS = [f.name for f in SILVER_SESSIONS_SCHEMA.fields]
-QUARANTINE_COLUMNS = [f.name for f in SILVER_QUARANTINE_SCHEMA.fields]
+SILVER_COLUMNS = [f.name for f in schemas.SILVER_SESSIONS.fields]
+QUARANTINE_COLUMNS = [f.name for f in schemas.SILVER_QUARANTINE.fields]

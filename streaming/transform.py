@@ -41,6 +41,13 @@ def hmac_sha256_hex(key: bytes, message: Column) -> Column:
     return F.sha2(F.concat(F.unhex(F.lit(opad)), F.unhex(inner)), 256)
 
 
+def session_message(visitor: Column, visit_id: Column) -> Column:
+    """What session_id is the HMAC of: ``<fullVisitorId>/<visitId>``, the visit id as a plain integer
+    ("0042" and 42 are one session). A visitor id never holds "/" (VISITOR_ID_PATTERN), so the
+    message is unique per session and never equal to a bare visitor id (whose HMAC is user_id)."""
+    return F.concat(visitor, F.lit("/"), visit_id.cast("string"))
+
+
 def clean_dimension(raw: Column) -> Column:
     """Trimmed text, or "(not set)" for null, blank and GA placeholder values."""
     trimmed = F.trim(raw)
@@ -146,7 +153,7 @@ def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column
     visitor = F.col("_visitor")
     with_reason = _typed(parse_bronze(lines)).withColumn("reason", _reason())
     return with_reason.select(
-        F.concat(visitor, F.lit("-"), visit_id.cast("string")).alias("session_id"),
+        hmac_sha256_hex(pseudonym_key, session_message(visitor, visit_id)).alias("session_id"),
         hmac_sha256_hex(pseudonym_key, visitor).alias("user_id"),
         F.timestamp_seconds(start).alias("session_start"),
         "continent", "country", "device", "browser", "operating_system",

@@ -8,10 +8,14 @@ line by line, the slow and obvious way.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import hmac
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from conftest import TEST_PSEUDONYM_KEY
 
 
 def _int(value, lo: int, hi: int, required: bool) -> bool:
@@ -42,9 +46,21 @@ def is_valid(line: str) -> bool:
             and _int(totals.get("timeOnSite"), 0, 86_401, False))
 
 
+def pseudonym(message: str, key: str = TEST_PSEUDONYM_KEY) -> str:
+    """HMAC-SHA256 hex, as Silver's session_id and user_id are made (RFC 2104, Python's hmac)."""
+    return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
 def session_key(line: str) -> str:
+    """The session_id Silver must hold for a valid line: a pseudonym of visitor id and visit id."""
     rec = json.loads(line)
-    return f"{str(rec['fullVisitorId']).strip()}-{int(str(rec['visitId']).strip())}"
+    return pseudonym(f"{str(rec['fullVisitorId']).strip()}/{int(str(rec['visitId']).strip())}")
+
+
+def visitor_ids(files: list[Path]) -> set[str]:
+    """Every raw fullVisitorId in the files' valid lines: none of them may appear in Silver."""
+    return {str(json.loads(line)["fullVisitorId"]).strip() for path in files for line in read_lines(path)
+            if is_valid(line)}
 
 
 def read_lines(path: Path) -> list[str]:

@@ -18,6 +18,10 @@ KEY = b"unit-test-key"
 UTC = dt.timezone.utc
 
 
+def pseudonym(message: str, key: bytes = KEY) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
 def session(**overrides) -> dict:
     """A valid GA-shaped session; overrides replace top-level keys (None deletes)."""
     record = {
@@ -77,8 +81,10 @@ def test_device_category_keeps_known_categories_only(spark):
 def test_valid_session_is_flattened_and_cast(spark):
     row = silver(spark, json.dumps(session())).first()
     assert row["reason"] is None and row["raw"] is None  # raw is kept for quarantined lines only
-    assert row["session_id"] == "1234567890-1501591568"
-    assert row["user_id"] == hmac.new(KEY, b"1234567890", hashlib.sha256).hexdigest()
+    # Both ids are keyed pseudonyms: nothing in Silver holds the raw visitor id.
+    assert row["session_id"] == pseudonym("1234567890/1501591568")
+    assert row["user_id"] == pseudonym("1234567890")
+    assert "1234567890" not in "".join(str(v) for v in row.asDict().values() if v is not None)
     assert row["session_start"].replace(tzinfo=UTC) == dt.datetime(2017, 8, 1, 12, 46, 8, tzinfo=UTC)
     assert (row["continent"], row["country"], row["device"]) == ("Europe", "Germany", "desktop")
     assert (row["browser"], row["operating_system"]) == ("Chrome", "Windows")
@@ -152,4 +158,17 @@ def test_dedupe_keeps_one_row_per_session_first_file_wins(spark):
                               "value string, source_file string"), KEY, F.lit(dt.datetime(2026, 1, 1)))
     deduped = transform.dedupe_sessions(transform.valid_sessions(df))
     got = sorted((r["session_id"], r["source_file"]) for r in deduped.collect())
-    assert got == [("1234567890-1501591568", "file:/b/1.jsonl"), ("999-1", "file:/b/2.jsonl")]
+    assert got == sorted([(pseudonym("1234567890/1501591568"), "file:/b/1.jsonl"), (pseudonym("999/1"), "file:/b/2.jsonl")])
+
+
+def test_session_id_is_one_pseudonym_per_session(spark):
+    """The same session written differently (visitId as a number, as a padded string) is one
+    session; another visit of the same visitor, or another visitor, is another."""
+    same = [session(visitId=1501591568), session(visitId="1501591568"), session(visitId=" 01501591568 ")]
+    other = [session(visitId="1501591569"), session(fullVisitorId="12345678901", visitId="501591568")]
+    rows = silver(spark, *[json.dumps(r) for r in same + other]).collect()
+    assert all(r["reason"] is None for r in rows)
+    ids = [r["session_id"] for r in rows]
+    assert len(set(ids[:3])) == 1 and len(set(ids)) == 3
+    # a session's pseudonym never equals a user's, even for a crafted visitor id
+    assert not {r["session_id"] for r in rows} & {r["user_id"] for r in rows}

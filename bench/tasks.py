@@ -17,13 +17,15 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from bench.rss import PeakRss
-from dp.release import release_dp_metrics, silver_increment
+from dp.release import release_dp_metrics
+from dp.sources import new_rows
 from lakehouse import catalog
-from lakehouse.config import Config, MetricConfig, PrivacyConfig, StorageConfig
+from lakehouse.config import Config, MetricConfig, Period, PrivacyConfig, StorageConfig
+from lakehouse.schemas import SILVER_SESSIONS as SILVER_SESSIONS_SCHEMA
 from lakehouse.storage import Locations, join
-from streaming.ingest import FINGERPRINT_PROPERTY, ingest, key_fingerprint, pseudonym_key
-from streaming.schema import BRONZE_SCHEMA, SILVER_COLUMNS, SILVER_SESSIONS_SCHEMA
-from streaming.transform import hmac_sha256_hex
+from streaming.ingest import ingest, key_fingerprint, pseudonym_key, silver_properties
+from streaming.schema import BRONZE_SCHEMA, SILVER_COLUMNS
+from streaming.transform import hmac_sha256_hex, session_message
 
 CONTINENTS = ["Americas", "Asia", "Europe", "Oceania", "Africa", "(not set)"]
 COUNTRIES = ["United States", "India", "United Kingdom", "Canada", "Germany", "Japan", "France", "Brazil",
@@ -33,7 +35,7 @@ DEVICES = ["desktop", "mobile", "tablet", "(not set)"]
 
 def config_for(root: Path, bronze: Path | None = None, **privacy) -> tuple[Config, Locations]:
     config = Config(storage=StorageConfig(root=str(root), bronze=str(bronze or root / "bronze")),
-                    privacy=dataclasses.replace(PrivacyConfig(epsilon_cap=1e6), **privacy))
+                    privacy=dataclasses.replace(PrivacyConfig(epsilon_cap=1e6, period=Period.NONE), **privacy))
     return config, Locations.from_config(config)
 
 
@@ -59,13 +61,13 @@ def ingest_floor(spark: SparkSession, bronze: Path, out: Path) -> None:
     """The least any ingest of the contracts must do, without validation, dedupe, MERGE, quarantine
     or stream: Bronze read as text and parsed with ``from_json`` (the quarantine keeps each bad
     record's original line, which Spark's JSON source never exposes), each row's pseudonym computed
-    (``user_id`` is an HMAC-SHA256), and the Silver columns appended to a Delta table with Silver's
+    (``user_id`` and ``session_id`` are HMAC-SHA256s), and the Silver columns appended to a Delta table with Silver's
     statistics columns. If this alone is over the ingest target, no ingest meets it."""
     rec = F.col("rec")
     number = lambda field: field.try_cast("long")  # noqa: E731
     rows = spark.read.text(str(bronze)).select(F.from_json("value", BRONZE_SCHEMA).alias("rec"),
                                                F.col("_metadata.file_path").alias("source_file")).select(
-        F.concat(rec["fullVisitorId"], F.lit("-"), rec["visitId"]).alias("session_id"),
+        hmac_sha256_hex(b"bench-floor-key", session_message(rec["fullVisitorId"], rec["visitId"])).alias("session_id"),
         hmac_sha256_hex(b"bench-floor-key", rec["fullVisitorId"]).alias("user_id"),
         F.timestamp_seconds(number(rec["visitStartTime"])).alias("session_start"),
         rec["geoNetwork"]["continent"].alias("continent"), rec["geoNetwork"]["country"].alias("country"),
@@ -123,7 +125,7 @@ def release_floor(spark: SparkSession, silver: str, gold: Path, metrics: tuple[M
     columns = sorted({m.group_by for m in metrics})
     keys = F.array(*[F.struct(F.lit(i).alias("m"), F.col(m.group_by).alias("key"),
                               F.lit(m.max_contributions_per_partition).alias("cap")) for i, m in enumerate(metrics)])
-    rows = silver_increment(spark, silver, 0, latest).select(F.xxhash64("user_id").alias("user"), *columns)
+    rows = new_rows(spark, silver, 0, latest, Period.NONE).select(F.xxhash64("user_id").alias("user"), *columns)
     # shuffled once by user, then exploded and counted per (user, partition) in place: the fastest
     # of the plans tried (vs exploding first, pre-aggregating, or one aggregation per metric)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
@@ -177,7 +179,7 @@ def synthesize_silver(spark: SparkSession, loc: Locations, rows: int, end: dt.da
     writes it (files in time order). Built directly: ingesting millions of sessions only to have a
     large table would take most of the bench's time."""
     key = pseudonym_key(loc)
-    catalog.ensure_silver_tables(spark, loc, {FINGERPRINT_PROPERTY: key_fingerprint(key)})
+    catalog.ensure_silver_tables(spark, loc, silver_properties(key_fingerprint(key)))
     span = int(rows / 1_000_000 * 365 * 86_400)
     t_end = int(dt.datetime(end.year, end.month, end.day, tzinfo=dt.timezone.utc).timestamp())
     users = max(1, int(rows / 2.2))

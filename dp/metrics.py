@@ -1,4 +1,4 @@
-"""Metric specs from config: PipelineDP parameters, Gold table schemas, and the per-release budget.
+"""Metric specs from config: PipelineDP parameters and the split of a release's budget.
 
 Both engines (``dp.engine_spark`` and ``dp.engine_pipelinedp``) take their privacy parameters from
 here, and both request budget from one ``NaiveBudgetAccountant`` in exactly the order PipelineDP's
@@ -11,40 +11,40 @@ from dataclasses import dataclass
 
 from pipeline_dp import AggregateParams, Metrics, NaiveBudgetAccountant, NoiseKind, PartitionSelectionStrategy
 from pipeline_dp.budget_accounting import MechanismSpec
-from pyspark.sql import types as T
 
-from lakehouse.config import MetricConfig, PrivacyConfig
+from lakehouse.config import MetricConfig, MetricKind, PartitionSelection, PrivacyConfig
+from lakehouse.config import NoiseKind as ConfigNoiseKind
 from lakehouse.errors import LakehouseError
 
 PIPELINE_DP_METRIC = {
-    "COUNT": Metrics.COUNT,
-    "SUM": Metrics.SUM,
-    "MEAN": Metrics.MEAN,
-    "PRIVACY_ID_COUNT": Metrics.PRIVACY_ID_COUNT,
+    MetricKind.COUNT: Metrics.COUNT,
+    MetricKind.SUM: Metrics.SUM,
+    MetricKind.MEAN: Metrics.MEAN,
+    MetricKind.PRIVACY_ID_COUNT: Metrics.PRIVACY_ID_COUNT,
 }
-NOISE_KIND = {"laplace": NoiseKind.LAPLACE, "gaussian": NoiseKind.GAUSSIAN}
-SELECTION = {
-    "truncated_geometric": PartitionSelectionStrategy.TRUNCATED_GEOMETRIC,
-    "laplace_thresholding": PartitionSelectionStrategy.LAPLACE_THRESHOLDING,
-    "gaussian_thresholding": PartitionSelectionStrategy.GAUSSIAN_THRESHOLDING,
+PIPELINE_DP_NOISE = {ConfigNoiseKind.LAPLACE: NoiseKind.LAPLACE, ConfigNoiseKind.GAUSSIAN: NoiseKind.GAUSSIAN}
+PIPELINE_DP_SELECTION = {
+    PartitionSelection.TRUNCATED_GEOMETRIC: PartitionSelectionStrategy.TRUNCATED_GEOMETRIC,
+    PartitionSelection.LAPLACE_THRESHOLDING: PartitionSelectionStrategy.LAPLACE_THRESHOLDING,
+    PartitionSelection.GAUSSIAN_THRESHOLDING: PartitionSelectionStrategy.GAUSSIAN_THRESHOLDING,
 }
 
 
 def aggregate_params(metric: MetricConfig, privacy: PrivacyConfig) -> AggregateParams:
     """PipelineDP's AggregateParams for one metric; raises LakehouseError naming the metric."""
     metrics = [PIPELINE_DP_METRIC[metric.kind]]
-    if metric.kind == "MEAN":
+    if metric.kind == MetricKind.MEAN:
         metrics.append(Metrics.COUNT)  # the mean's own noisy count: no extra budget, used for error bars
     try:
         return AggregateParams(
             metrics=metrics,
-            noise_kind=NOISE_KIND[privacy.noise_kind],
+            noise_kind=PIPELINE_DP_NOISE[privacy.noise_kind],
             max_partitions_contributed=metric.max_partitions_contributed,
             max_contributions_per_partition=metric.max_contributions_per_partition,
             min_value=metric.min_value,
             max_value=metric.max_value,
             budget_weight=metric.share,
-            partition_selection_strategy=SELECTION[privacy.partition_selection],
+            partition_selection_strategy=PIPELINE_DP_SELECTION[privacy.partition_selection],
             pre_threshold=metric.pre_threshold,
             output_noise_stddev=True,
         )
@@ -93,7 +93,7 @@ def request_budgets(accountant: NaiveBudgetAccountant, metrics: tuple[MetricConf
         params = aggregate_params(metric, privacy)
         mechanism = params.noise_kind.convert_to_mechanism_type()
         with accountant.scope(weight=params.budget_weight):
-            names = ["MeanCount", "MeanSum"] if metric.kind == "MEAN" else [metric.kind.title()]
+            names = ["MeanCount", "MeanSum"] if metric.kind == MetricKind.MEAN else [metric.kind.title()]
             noise = [accountant.request_budget(mechanism, name=n, weight=params.budget_weight) for n in names]
             selection = None
             if metric.public_partitions is None:
@@ -103,44 +103,9 @@ def request_budgets(accountant: NaiveBudgetAccountant, metrics: tuple[MetricConf
     return budgets
 
 
-# ------------------------------------------------------------------------------------------
-# Gold tables
-
-
-def gold_schema(metric: MetricConfig) -> T.StructType:
-    fields = [
-        T.StructField("release_id", T.LongType(), False),
-        T.StructField("silver_version", T.LongType(), False),
-        T.StructField(metric.group_by, T.StringType(), False),
-        T.StructField(metric.output, T.DoubleType(), False),
-        # Standard deviation of the noise added to the value, from the mechanism's parameters;
-        # null for MEAN (a ratio of two noisy values has no closed form).
-        T.StructField("noise_stddev", T.DoubleType(), True),
-    ]
-    if metric.kind == "MEAN":
-        fields += [
-            T.StructField("dp_count", T.DoubleType(), False),  # the mean's own noisy denominator
-            # Delta-method approximation of the mean's noise, from DP outputs only (post-processing).
-            T.StructField("approx_stddev", T.DoubleType(), False),
-        ]
-    fields += [
-        T.StructField("epsilon", T.DoubleType(), False),
-        T.StructField("delta", T.DoubleType(), False),
-        T.StructField("released_at", T.TimestampType(), False),
-    ]
-    return T.StructType(fields)
-
-
-LEDGER_SCHEMA = T.StructType([
-    T.StructField("release_id", T.LongType(), False),
-    T.StructField("kind", T.StringType(), False),  # incremental | reprocess
-    T.StructField("metric", T.StringType(), False),
-    T.StructField("epsilon", T.DoubleType(), False),
-    T.StructField("delta", T.DoubleType(), False),
-    T.StructField("silver_version_from", T.LongType(), False),
-    T.StructField("silver_version_to", T.LongType(), False),
-    T.StructField("rows_in", T.LongType(), True),
-    T.StructField("released_at", T.TimestampType(), False),
-    T.StructField("noise_kind", T.StringType(), False),
-    T.StructField("engine", T.StringType(), False),
-])
+def metric_budgets(metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig) -> list[MetricBudget]:
+    """Every metric's share of one release's (or, per period, one period's) epsilon and delta."""
+    accountant = NaiveBudgetAccountant(privacy.epsilon_per_release, privacy.delta_per_release)
+    budgets = request_budgets(accountant, metrics, privacy)
+    accountant.compute_budgets()
+    return budgets

@@ -1,256 +1,281 @@
-"""The DP release: Silver rows added since the last release -> Gold, with ledger and budget.
+"""The DP release: plan (dp.plan, pure), measure (Spark + PipelineDP), stage and publish (dp.staging).
 
-A release must never be half-published and never be computed twice with fresh noise, whatever
-point it is killed at. Delta has no multi-table transactions, so a release is written like a
-write-ahead log:
-
-1. **compute** the DP results in memory (nothing written: a crash here loses nothing and spends
-   nothing, because no noisy value left the process);
-2. **stage**: one file, ``<silver>/_release_staging/release-<id>.json``, written under a temporary
-   name and renamed, holds every Gold row and ledger row of the release (restricted, beside
-   Silver) - the release now exists, atomically;
-3. **publish**: append the staged rows to ``gold.privacy_ledger`` first, then to the Gold metric
-   tables (in parallel), so the ledger always accounts for every Gold row. Re-publishing after a
-   crash first asks each table whether it already holds the release's rows (a Delta commit is
-   atomic: all of them or none) and appends only where it does not, so nothing is written twice;
-4. **mark** it published: ``release-<id>.published``.
-
-Every release command first re-publishes staged releases that were not marked published, with
-the values computed the first time (no new noise, no new spend).
+1. publish any release a crash left staged; read the restricted record (silver.release_audit) and
+   check the published ledger against it (dp.budget);
+2. plan: which periods get which release, over which Silver versions, at what cost; refuse if a
+   period's cap would be passed - before any row is read;
+3. measure: closed periods (and reprocessing, and period "none") through the engine; continual
+   leaves through dp.continual; late rows counted;
+4. stage the whole release as one file, then publish it table by table (dp.staging).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from dp import engine_pipelinedp, engine_spark
+from dp import budget as dp_budget
+from dp import continual, engine_pipelinedp, engine_spark, sources, staging, tree
 from dp import metrics as dp_metrics
-from dp.ledger import fits_cap, read_ledger
-from dp.noise import MetricResult
-from lakehouse import catalog, failpoints, fs
-from lakehouse.config import Config
-from lakehouse.errors import BudgetExceeded, LakehouseError
+from dp.metrics import MetricBudget
+from dp.noise import MetricResult, PartitionResult
+from dp.plan import (AuditRow, MetricShare, PeriodTask, Plan, ReleaseKind, audit_rows, check_caps, plan_release,
+                     plan_reprocess)
+from lakehouse import catalog, failpoints, schemas
+from lakehouse.config import Config, Engine, MetricKind, Period
+from lakehouse.errors import LakehouseError
+from lakehouse.lock import RunLease
 from lakehouse.log import progress
-from lakehouse.storage import Locations, join
+from lakehouse.storage import Locations
 
-LEDGER = "gold.privacy_ledger"
-ENGINES = {"spark": engine_spark.release_metrics, "pipelinedp": engine_pipelinedp.release_metrics}
+UTC = dt.timezone.utc
 
 
 @dataclass
 class ReleaseOutcome:
+    """What a release did. rows_in / rows_late are exact (restricted): never in summary()."""
+
+    kind: ReleaseKind = ReleaseKind.INCREMENTAL
     release_id: int | None = None
-    kind: str = "incremental"
     version_from: int = -1
     version_to: int = -1
-    rows_in: int = 0
-    tables: dict[str, int] = field(default_factory=dict)  # Gold table -> rows appended
-    spend: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (epsilon, delta)
+    periods: list[dt.date | None] = field(default_factory=list)
+    leaves: dict[dt.date, int] = field(default_factory=dict)  # continual: period -> this run's leaf
+    tables: dict[str, int] = field(default_factory=dict)  # table -> rows appended
+    spend: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (epsilon, delta) of one period
     recovered: list[int] = field(default_factory=list)
-    epsilon_spent_total: float = 0.0
-    epsilon_cap: float = 0.0
+    notes: list[str] = field(default_factory=list)
     message: str = ""
+    rows_in: dict[dt.date | None, int] = field(default_factory=dict)
+    rows_late: dict[dt.date, int] = field(default_factory=dict)
+    status: dp_budget.BudgetStatus | None = None
 
     def summary(self) -> str:
         lines = [f"recovered release {r}: published the results staged before a crash" for r in self.recovered]
+        lines += self.notes
         if self.release_id is None:
             lines.append(self.message)
         else:
-            lines.append(f"release {self.release_id} ({self.kind}): silver.sessions versions "
-                         f"{self.version_from}..{self.version_to}, {self.rows_in} rows in")
-            for metric, (eps, delta) in self.spend.items():
-                table = f"gold.{metric}"
-                lines.append(f"  {table}: {self.tables.get(table, 0)} rows, epsilon {eps:.6g}, delta {delta:.6g}")
-        lines.append(f"epsilon spent: {self.epsilon_spent_total:.6g} of {self.epsilon_cap:.6g} "
-                     f"({max(0.0, self.epsilon_cap - self.epsilon_spent_total):.6g} remaining)")
+            dated = sorted(p for p in self.periods if p is not None)
+            what = (f"periods {dated[0]}..{dated[-1]} ({len(dated)})" if len(dated) > 1 else
+                    f"period {dated[0]}" if dated else "the new rows")
+            versions = (f"silver.sessions versions {self.version_from}..{self.version_to}"
+                        if self.version_from <= self.version_to else
+                        f"no new silver.sessions version (latest {self.version_to})")
+            lines.append(f"release {self.release_id} ({self.kind}): {what}, {versions}")
+            for period_start, leaf in sorted(self.leaves.items()):
+                lines.append(f"  running totals of {period_start}: run {leaf}")
+            per = " per period" if dated else ""
+            for table, n in self.tables.items():
+                if table.startswith("gold.") and table != staging.LEDGER and table.removeprefix("gold.") in self.spend:
+                    eps, delta = self.spend.get(table.removeprefix("gold."), (0.0, 0.0))
+                    cost = (f"epsilon {eps:.6g}, delta {delta:.6g}{per}" if eps or delta else
+                            "no new spend (its periods' budget was spent at their first run)")
+                    lines.append(f"  {table}: {n} rows, {cost}")
+        if self.status is not None and self.status.period == Period.NONE:
+            s = self.status.lifetime
+            lines.append(f"epsilon spent: {s.epsilon:.6g} of {self.status.epsilon_cap:.6g} "
+                         f"({max(0.0, self.status.epsilon_cap - s.epsilon):.6g} remaining)")
         return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------
-# staging and publishing
-
-Tables = dict[str, tuple[T.StructType, list[tuple]]]  # qualified table name -> (schema, rows)
-
-
-_STAGED_PREFIX = "release-"
+def _shares(budgets: list[MetricBudget]) -> dict[str, MetricShare]:
+    return {b.metric.name: MetricShare(b.metric.name, b.epsilon, b.delta, b.metric.public_partitions is None)
+            for b in budgets}
 
 
-def _staged_file(loc: Locations, release_id: int, suffix: str = "json") -> str:
-    return join(loc.release_staging, f"{_STAGED_PREFIX}{release_id:010d}.{suffix}")
-
-
-def _staged_releases(spark: SparkSession, loc: Locations) -> dict[int, bool]:
-    """release id -> published?, for every release ever staged (a directory listing)."""
-    names = set(fs.list_names(spark, loc.release_staging))
-    return {int(n.removeprefix(_STAGED_PREFIX).removesuffix(".json")): n.replace(".json", ".published") in names
-            for n in names if n.startswith(_STAGED_PREFIX) and n.endswith(".json")}
-
-
-def _json_default(value):
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(type(value))
-
-
-def _stage(spark: SparkSession, loc: Locations, release_id: int, tables: Tables, epsilon: float) -> None:
-    """One file holding the whole release: it exists entirely or not at all."""
-    body = {"release_id": release_id, "epsilon": epsilon,
-            "tables": {t: {"schema": schema.jsonValue(), "rows": [list(r) for r in rows]}
-                       for t, (schema, rows) in tables.items() if rows}}
-    fs.write_text_atomically(spark, _staged_file(loc, release_id), json.dumps(body, default=_json_default))
-
-
-def _read_staged(spark: SparkSession, loc: Locations, release_id: int) -> dict:
-    return json.loads(fs.read_text(spark, _staged_file(loc, release_id)))
-
-
-def _staged_tables(spark: SparkSession, loc: Locations, release_id: int) -> Tables:
-    tables: Tables = {}
-    for table, body in _read_staged(spark, loc, release_id)["tables"].items():
-        schema = T.StructType.fromJson(body["schema"])
-        timestamps = [isinstance(f.dataType, T.TimestampType) for f in schema.fields]
-        rows = [tuple(dt.datetime.fromisoformat(v) if ts and v is not None else v for v, ts in zip(row, timestamps))
-                for row in body["rows"]]
-        tables[table] = (schema, rows)
-    return tables
-
-
-def _publish(spark: SparkSession, loc: Locations, release_id: int, tables: Tables,
-             recovering: bool = False) -> dict[str, int]:
-    """Appends a staged release to the ledger, then to the Gold tables (concurrently: they are
-    independent), then marks it published. When recovering from a crash, tables that already hold
-    the release are skipped. (Not Delta's txnAppId: checking it rebuilds each table's snapshot
-    state, ~0.8 s per table per release, to guard against something only a crash can cause.)"""
-    def append(table: str) -> None:
-        schema, rows = tables[table]
-        path = loc.table_path(table)
-        # a metric whose partition selection kept nothing has no rows to publish
-        if rows and not (recovering and catalog.holds_rows(spark, path, F.col("release_id") == release_id)):
-            spark.createDataFrame(rows, schema).write.format("delta").mode("append").save(path)
-        failpoints.reached("release-after-ledger" if table == LEDGER else f"release-after-{table}")
-
-    append(LEDGER)  # first, always: the ledger accounts for every Gold row
-    gold = sorted(t for t in tables if t != LEDGER)
-    with ThreadPoolExecutor(max_workers=max(1, len(gold))) as pool:
-        for future in [pool.submit(append, t) for t in gold]:
-            future.result()
-    fs.write_text_atomically(spark, _staged_file(loc, release_id, "published"),
-                             dt.datetime.now(dt.timezone.utc).isoformat())
-    return {t: len(rows) for t, (_, rows) in tables.items()}
-
-
-def recover_pending(spark: SparkSession, loc: Locations, staged: dict[int, bool]) -> list[int]:
-    """Publishes staged releases a crash left unpublished, with the values computed back then."""
-    pending = sorted(r for r, published in staged.items() if not published)
-    for release_id in pending:
-        progress(f"release {release_id} was staged but not fully published (crash?): publishing it now")
-        _publish(spark, loc, release_id, _staged_tables(spark, loc, release_id), recovering=True)
-    return pending
-
-
-def pending_epsilon(spark: SparkSession, loc: Locations) -> float:
-    """Epsilon of staged releases not yet published: already spent, the next run publishes them."""
-    return sum(_read_staged(spark, loc, r)["epsilon"] for r, published in _staged_releases(spark, loc).items()
-               if not published)
-
-
-# ------------------------------------------------------------------------------------------
-# reading Silver
-
-
-def silver_history(spark: SparkSession, path: str) -> list[tuple[int, int]]:
-    """(version, rows it inserted) per commit of silver.sessions, from Delta's commit metrics: no
-    data is read."""
-    history = DeltaTable.forPath(spark, path).history().select("version", "operationMetrics").collect()
-    return [(h["version"], int((h["operationMetrics"] or {}).get("numTargetRowsInserted")
-                               or (h["operationMetrics"] or {}).get("numOutputRows") or 0)) for h in history]
-
-
-def silver_increment(spark: SparkSession, path: str, version_from: int, version_to: int) -> DataFrame:
-    """The rows versions [from, to] added, from the change data feed (only their files are read)."""
-    return (spark.read.format("delta").option("readChangeFeed", "true")
-            .option("startingVersion", version_from).option("endingVersion", version_to).load(path)
-            .where(F.col("_change_type") == "insert")
-            .drop("_change_type", "_commit_version", "_commit_timestamp"))
-
-
-# ------------------------------------------------------------------------------------------
-# the release
-
-
-def _gold_rows(result: MetricResult, release_id: int, version: int, released_at: dt.datetime) -> list[tuple]:
-    eps, delta = result.budget.epsilon, result.budget.delta
-    rows = []
-    for p in result.partitions:
-        extra = (p.dp_count, p.approx_stddev) if result.budget.metric.kind == "MEAN" else ()
-        rows.append((release_id, version, p.key, float(p.value), p.noise_stddev, *extra, eps, delta, released_at))
-    return rows
-
-
-def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations,
-                       silver_version: int | None = None) -> ReleaseOutcome:
-    """Incremental release (silver_version None) or reprocessing of Silver as of silver_version."""
+def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silver_version: int | None = None,
+                       now: dt.datetime | None = None, lease: RunLease | None = None,
+                       period: dt.date | None = None) -> ReleaseOutcome:
+    """The periodic release (silver_version None), or reprocessing of Silver as of silver_version
+    (`period`: only the period holding that day). `now` replaces the wall clock."""
     privacy = config.privacy
+    lease = lease or RunLease()
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     dp_metrics.validate(config.metrics, privacy)  # every parameter error before any Spark work
-    outcome = ReleaseOutcome(kind="incremental" if silver_version is None else "reprocess",
-                             epsilon_cap=privacy.epsilon_cap)
-    if not catalog.is_delta_table(spark, loc.silver_sessions):
+    if not catalog.table_exists(spark, loc.silver_sessions):
         raise LakehouseError(f"silver.sessions does not exist at {loc.silver_sessions}: run `lakehouse ingest` first")
-    staged = _staged_releases(spark, loc)
-    outcome.recovered = recover_pending(spark, loc, staged)
-    state = read_ledger(spark, loc)
-    outcome.epsilon_spent_total = state.epsilon_spent
-    history = silver_history(spark, loc.silver_sessions)
-    latest = max(version for version, _ in history)
-
+    outcome = ReleaseOutcome(recovered=staging.recover(spark, loc, lease))
+    state = dp_budget.read_state(spark, loc, [loc.gold_table(m.name) for m in config.metrics])
+    lease.check("repairing gold.privacy_ledger")
+    dp_budget.check_ledger(spark, loc, state, repair=True)
+    budgets = dp_metrics.metric_budgets(config.metrics, privacy)
+    history = sources.silver_history(spark, loc.silver_sessions)
+    latest = max(v for v, _ in history)
+    version = latest if silver_version is None else min(silver_version, latest)
+    first = lambda: sources.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
     if silver_version is None:
-        v_from, v_to = state.last_incremental_version + 1, latest
-        if not any(rows for version, rows in history if v_from <= version <= v_to):
-            outcome.message = (f"nothing to release: no rows added to silver.sessions since version "
-                               f"{state.last_incremental_version} (latest {latest}); no budget spent")
-            return outcome
+        plan = plan_release(state, privacy, _shares(budgets), history, now, first)
     else:
-        if silver_version > latest:
-            raise LakehouseError(f"silver.sessions has versions 0..{latest}; --silver-version {silver_version} "
-                                 "does not exist")
-        v_from, v_to = 0, silver_version
-
-    if not fits_cap(state.epsilon_spent, privacy.epsilon_per_release, privacy.epsilon_cap):
-        raise BudgetExceeded(
-            f"privacy budget exhausted: this release needs epsilon {privacy.epsilon_per_release:.6g} but "
-            f"{state.epsilon_spent:.6g} of the cap {privacy.epsilon_cap:.6g} ([privacy] epsilon_cap) is spent; "
-            "nothing was released or written")
-
-    sessions = (silver_increment(spark, loc.silver_sessions, v_from, v_to) if silver_version is None else
-                spark.read.format("delta").option("versionAsOf", silver_version).load(loc.silver_sessions))
-    progress(f"release: DP over silver.sessions versions {v_from}..{v_to} (engine {privacy.engine}, "
-             f"{privacy.noise_kind} noise)")
-    results, outcome.rows_in = ENGINES[privacy.engine](sessions, config.metrics, privacy)
-    if outcome.rows_in == 0:
-        outcome.message = f"nothing to release: silver.sessions versions {v_from}..{v_to} hold no rows; no budget spent"
+        plan = plan_reprocess(state, privacy, _shares(budgets), silver_version, latest, now, first, period)
+    outcome.kind, outcome.notes = plan.kind, list(plan.notes)
+    outcome.status = dp_budget.status(state, config)
+    if not plan.tasks:
+        outcome.message = plan.message
         return outcome
+    check_caps(state, plan, privacy)
 
-    release_id = max([state.last_release_id, *staged]) + 1
-    released_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    tables: Tables = {LEDGER: (dp_metrics.LEDGER_SCHEMA, [])}
-    for result in results:
-        metric = result.budget.metric
-        tables[metric.table] = (dp_metrics.gold_schema(metric), _gold_rows(result, release_id, v_to, released_at))
-        tables[LEDGER][1].append((release_id, outcome.kind, metric.name, result.budget.epsilon, result.budget.delta,
-                                  v_from, v_to, outcome.rows_in, released_at, privacy.noise_kind, privacy.engine))
-        outcome.spend[metric.name] = (result.budget.epsilon, result.budget.delta)
-    spent = sum(eps for eps, _ in outcome.spend.values())
-    _stage(spark, loc, release_id, tables, spent)
+    release_id = state.last_release_id + 1
+    attempt = uuid.uuid4().hex
+    released_at = now.replace(tzinfo=None)
+    progress(f"release {release_id}: {_describe(plan)} (engine {privacy.engine}, {privacy.noise_kind} noise)")
+    measured = _measure(spark, config, loc, plan, state, budgets, release_id, attempt, lease)
+    tables = _tables(config, plan, measured, release_id, attempt, released_at)
+    failpoints.reached("release-before-stage")
+    lease.check(f"staging release {release_id}")
+    staging.stage(spark, loc, release_id, tables)
     failpoints.reached("release-after-stage")
-    outcome.tables = _publish(spark, loc, release_id, tables)
-    outcome.release_id, outcome.version_from, outcome.version_to = release_id, v_from, v_to
-    outcome.epsilon_spent_total = state.epsilon_spent + spent
+    outcome.tables = staging.publish(spark, loc, release_id, tables, lease)
+    outcome.release_id, outcome.version_from, outcome.version_to = release_id, plan.version_from, plan.version_to
+    if plan.kind in (ReleaseKind.CLOSED, ReleaseKind.REPROCESS):
+        outcome.version_from = 0
+    outcome.periods = list(dict.fromkeys(plan.periods()))
+    outcome.leaves = {t.period_start: t.leaf for t in plan.tasks if t.leaf is not None}
+    outcome.rows_in, outcome.rows_late = measured.rows_in, measured.rows_late
+    for (metric, _), (eps, delta) in plan.cost.items():  # every period of a metric costs the same share
+        e, d = outcome.spend.get(metric, (0.0, 0.0))
+        outcome.spend[metric] = (max(e, eps), max(d, delta))
+    new_rows = [AuditRow.from_mapping(dict(zip(schemas.RELEASE_AUDIT.names, r))) for r in tables[staging.AUDIT][1]]
+    outcome.status = dp_budget.status(dp_budget.AuditState(state.rows + tuple(new_rows)), config)
     return outcome
+
+
+def _describe(plan: Plan) -> str:
+    parts = []
+    for kind in (ReleaseKind.INCREMENTAL, ReleaseKind.CLOSED, ReleaseKind.REPROCESS, ReleaseKind.CONTINUAL):
+        starts = sorted(p for p in plan.periods(kind) if p is not None)
+        if kind == ReleaseKind.INCREMENTAL and plan.periods(kind):
+            parts.append(f"DP over silver.sessions versions {plan.version_from}..{plan.version_to}")
+        elif starts:
+            span = f"{starts[0]}..{starts[-1]}" if len(starts) > 1 else f"{starts[0]}"
+            parts.append(f"{kind} {'periods' if len(starts) > 1 else 'period'} {span}")
+    return "; ".join(parts)
+
+
+@dataclass
+class _Measured:
+    results: dict[tuple[str, dt.date | None], list[PartitionResult]] = field(default_factory=dict)
+    rows_in: dict[dt.date | None, int] = field(default_factory=dict)
+    rows_late: dict[dt.date, int] = field(default_factory=dict)
+    tree_rows: list[tuple] = field(default_factory=list)
+
+    def add(self, results: list[MetricResult], wanted: dict[dt.date | None, tuple[str, ...]]) -> None:
+        for result in results:
+            name = result.budget.metric.name
+            for part in result.partitions:
+                if name in wanted.get(part.period_start, ()):
+                    self.results.setdefault((name, part.period_start), []).append(part)
+            for period_start, names in wanted.items():
+                if name in names:
+                    self.results.setdefault((name, period_start), [])
+
+
+def _measure(spark: SparkSession, config: Config, loc: Locations, plan: Plan, state: dp_budget.AuditState,
+             budgets: list[MetricBudget], release_id: int, attempt: str, lease: RunLease) -> _Measured:
+    privacy, measured = config.privacy, _Measured()
+    whole = [t for t in plan.tasks if t.kind != ReleaseKind.CONTINUAL]
+    if whole:
+        wanted = {t.period_start: t.metrics for t in whole}
+        names = {n for t in whole for n in t.metrics}
+        chosen = [b for b in budgets if b.metric.name in names]
+        if plan.kind == ReleaseKind.INCREMENTAL:
+            rows = sources.new_rows(spark, loc.silver_sessions, plan.version_from, plan.version_to, Period.NONE)
+        elif privacy.period == Period.NONE:  # reprocessing the lakehouse's whole life
+            rows = catalog.read(spark, loc.silver_sessions, plan.version_to).withColumn(
+                "period_start", sources.period_column(Period.NONE))
+        else:
+            rows = sources.period_rows(spark, loc.silver_sessions, plan.version_to, privacy.period, list(wanted))
+        starts = list(wanted)
+        if privacy.engine == Engine.PIPELINEDP:
+            if len(chosen) != len(budgets):  # its accountant splits the budget over the metrics it is given
+                raise LakehouseError("the pipelinedp engine releases all metrics together; this release has a subset")
+            results, rows_in = engine_pipelinedp.release_metrics(rows, config.metrics, privacy, starts)
+        else:
+            results, rows_in = engine_spark.release_metrics(rows, chosen, starts)
+        measured.add(results, wanted)
+        measured.rows_in.update({p: rows_in.get(p, 0) for p in starts})
+    leaves = [t for t in plan.tasks if t.kind == ReleaseKind.CONTINUAL]
+    if leaves:
+        _measure_leaves(spark, config, loc, plan, state, budgets, leaves, release_id, attempt, lease, measured)
+    if plan.kind != ReleaseKind.REPROCESS and plan.late_through is not None and plan.version_from <= plan.version_to:
+        window = sources.new_rows(spark, loc.silver_sessions, plan.version_from, plan.version_to, privacy.period)
+        for r in window.groupBy("period_start").count().collect():
+            if plan.is_late(r["period_start"]):
+                measured.rows_late[r["period_start"]] = int(r["count"])
+    return measured
+
+
+def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: Plan, state: dp_budget.AuditState,
+                    budgets: list[MetricBudget], tasks: list[PeriodTask], release_id: int, attempt: str,
+                    lease: RunLease, measured: _Measured) -> None:
+    privacy = config.privacy
+    silver = loc.silver_sessions
+    parts: list[DataFrame] = []
+    fresh = [t.period_start for t in tasks if t.leaf == 1]
+    if fresh:  # a tree's first leaf: every row the period holds so far
+        parts.append(sources.period_rows(spark, silver, plan.version_to, privacy.period, fresh))
+    by_version: dict[int, list[dt.date]] = defaultdict(list)
+    for t in tasks:
+        if t.leaf > 1 and t.after_version < plan.version_to:
+            by_version[t.after_version].append(t.period_start)
+    for after, starts in by_version.items():  # later leaves: the rows committed since the last one
+        parts.append(sources.new_rows(spark, silver, after + 1, plan.version_to, privacy.period)
+                     .where(F.col("period_start").isin(*starts)).drop("_commit_version"))
+    tree_budgets = [b for b in budgets if b.metric.name in tasks[0].metrics]
+    metrics = tuple(b.metric for b in tree_budgets)
+    continuing = [t.period_start for t in tasks if t.leaf > 1]
+    attempts = set().union(*(state.attempts(p) for p in continuing)) if continuing else set()
+    previous = continual.kept_so_far(spark, loc, continuing, attempts)
+    columns = [f.name for f in schemas.SILVER_SESSIONS.fields] + ["period_start"]
+    rows = parts[0].select(*columns) if parts else None
+    for extra in parts[1:]:
+        rows = rows.unionByName(extra.select(*columns))
+    if rows is None:
+        rows = spark.createDataFrame([], schemas.SILVER_SESSIONS).withColumn("period_start", F.lit(None).cast("date"))
+    leaf = continual.bounded_leaf(rows, metrics, previous)
+    lease.check(f"writing the continual state of release {release_id}")
+    leaf.kept.withColumn("attempt", F.lit(attempt)).select(*schemas.RELEASE_BOUNDS.names) \
+        .write.format("delta").mode("append").partitionBy("period_start").save(loc.release_bounds)
+    leaf.release()
+    failpoints.reached("release-after-bounds")
+    levels = tree.levels(privacy.max_releases_per_period)
+    nodes = continual.stored_nodes(spark, loc, continuing)
+    leaves = {t.period_start: t.leaf for t in tasks}
+    for b in tree_budgets:
+        result, node_rows = continual.running_totals(b, leaf.totals[b.metric.name], leaves, levels, nodes, release_id)
+        measured.add([result], {t.period_start: t.metrics for t in tasks})
+        measured.tree_rows += node_rows
+    measured.rows_in.update({p: leaf.rows_in.get(p, 0) for p in leaves})
+
+
+def _tables(config: Config, plan: Plan, measured: _Measured, release_id: int, attempt: str,
+            released_at: dt.datetime) -> staging.Tables:
+    record = audit_rows(plan, config.privacy, release_id, attempt, released_at, measured.rows_in, measured.rows_late)
+    tables: staging.Tables = {
+        staging.AUDIT: (schemas.RELEASE_AUDIT, [schemas.row(schemas.RELEASE_AUDIT, asdict(r)) for r in record]),
+        staging.TREE: (schemas.RELEASE_TREE, measured.tree_rows),
+        staging.LEDGER: (schemas.PRIVACY_LEDGER, [dp_budget.ledger_row(r) for r in record
+                                                  if r.kind != ReleaseKind.LATE])}
+    kinds = {t.period_start: t.kind for t in plan.tasks}
+    for metric in config.metrics:
+        schema = schemas.gold_metric(metric)
+        rows = []
+        for task in plan.tasks:
+            if metric.name not in task.metrics:
+                continue
+            eps, delta = plan.cost[(metric.name, task.period_start)]
+            for p in measured.results.get((metric.name, task.period_start), []):
+                values = {"release_id": release_id, "kind": kinds[task.period_start].value,
+                          "period_start": p.period_start, "silver_version": plan.version_to, metric.group_by: p.key,
+                          metric.output: float(p.value), "noise_stddev": p.noise_stddev, "epsilon": eps,
+                          "delta": delta, "released_at": released_at}
+                if metric.kind == MetricKind.MEAN:
+                    values.update(dp_count=float(p.dp_count), approx_stddev=float(p.approx_stddev))
+                rows.append(schemas.row(schema, values))
+        tables[metric.table] = (schema, rows)
+    return tables

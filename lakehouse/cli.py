@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lakehouse.config import Config, ConfigError, default_config_path, load_config
-from lakehouse.errors import LakehouseError, redact
+from lakehouse.errors import LakehouseError, redact, spark_message
 from lakehouse.storage import Locations, is_url
 
 DESCRIPTION = """\
@@ -106,37 +106,44 @@ def cmd_generate(args, ctx: Context) -> int:
     return 0
 
 
-def _ingest(ctx: Context):
+def _ingest(ctx: Context, lease, counts: bool = False):
     from streaming.ingest import ingest
 
-    result = ingest(ctx.spark, ctx.config, ctx.loc)
-    print(result.summary())
+    result = ingest(ctx.spark, ctx.config, ctx.loc, show_counts=counts, lease=lease)
+    print(result.summary(counts=counts))
     return result
 
 
 def cmd_ingest(args, ctx: Context) -> int:
-    with ctx.lock():
-        _ingest(ctx)
+    with ctx.lock() as lease:
+        _ingest(ctx, lease, counts=args.counts)
     return 0
 
 
-def _release(ctx: Context, silver_version: int | None = None):
+def _release(ctx: Context, lease, now: dt.datetime | None = None, silver_version: int | None = None,
+             period: dt.date | None = None, counts: bool = False):
     from dp.release import release_dp_metrics
 
-    outcome = release_dp_metrics(ctx.spark, ctx.config, ctx.loc, silver_version=silver_version)
+    outcome = release_dp_metrics(ctx.spark, ctx.config, ctx.loc, silver_version=silver_version, now=now,
+                                 lease=lease, period=period)
     print(outcome.summary())
+    if counts:
+        for period_start, n in sorted(outcome.rows_in.items(), key=lambda kv: kv[0] or dt.date.min):
+            print(f"rows in {period_start or 'release'}: {n}")
+        for period_start, n in sorted(outcome.rows_late.items()):
+            print(f"rows late for {period_start}: {n} (not in any release; `lakehouse reprocess --period` re-releases)")
     return outcome
 
 
 def cmd_release(args, ctx: Context) -> int:
-    with ctx.lock():
-        _release(ctx)
+    with ctx.lock() as lease:
+        _release(ctx, lease, now=args.now, counts=args.counts)
     return 0
 
 
 def cmd_reprocess(args, ctx: Context) -> int:
-    with ctx.lock():
-        _release(ctx, silver_version=args.silver_version)
+    with ctx.lock() as lease:
+        _release(ctx, lease, now=args.now, silver_version=args.silver_version, period=args.period, counts=args.counts)
     return 0
 
 
@@ -146,39 +153,71 @@ def _bronze_has_events(ctx: Context) -> bool:
     return bronze.is_dir() and any(next(bronze.rglob(p), None) for p in patterns)
 
 
+SAMPLE_DAYS = 28
+
+
 def cmd_run(args, ctx: Context) -> int:
-    with ctx.lock():
+    with ctx.lock() as lease:
         if args.generate_if_empty:
             if is_url(ctx.loc.bronze):
                 raise LakehouseError("--generate-if-empty works on a local Bronze folder only")
             if not _bronze_has_events(ctx):
                 from lakehouse.generate import generate
 
+                # the last SAMPLE_DAYS days before today (UTC): closed periods with a time series
+                today = (args.now or dt.datetime.now(dt.timezone.utc)).date()
                 result = generate(ctx.loc.bronze, args.generate_if_empty, files=max(1, args.generate_if_empty // 20_000),
-                                  seed=0, duplicate_rate=0.002, bad_rate=0.001)
+                                  seed=0, start=today - dt.timedelta(days=SAMPLE_DAYS), days=SAMPLE_DAYS,
+                                  duplicate_rate=0.002, bad_rate=0.001)
                 print(f"Bronze was empty: {result.summary()}")
-        _ingest(ctx)
-        _release(ctx)
+        _ingest(ctx, lease, counts=args.counts)
+        _release(ctx, lease, now=args.now, counts=args.counts)
     if args.show:
         _show_gold(ctx)
     return 0
 
 
-def _show_gold(ctx: Context) -> None:
-    from lakehouse import sql
-    from dp.ledger import budget_status
+SHOW_PERIODS = 14
 
-    spark = ctx.spark
-    for metric in ctx.config.metrics:
-        query = (f"SELECT * FROM {metric.table} WHERE release_id = (SELECT max(release_id) FROM {metric.table}) "
-                 f"ORDER BY {metric.output} DESC")
-        print(f"\n== {metric.table} (latest release) ==")
+
+def _show_gold(ctx: Context) -> None:
+    from dp.plan import ReleaseKind
+    from lakehouse import sql
+    from lakehouse.config import Period
+
+    spark, config = ctx.spark, ctx.config
+    periodic = config.privacy.period != Period.NONE
+    for metric in config.metrics:
+        if periodic and metric.public_partitions is not None:
+            # one row per period (the latest release of each), one column per partition
+            keys = ", ".join(f"'{k}'" for k in metric.public_partitions)
+            query = (f"SELECT * FROM (SELECT period_start, {metric.group_by}, round({metric.output}, 1) AS v FROM "
+                     f"(SELECT *, max(release_id) OVER (PARTITION BY period_start) AS latest FROM {metric.table} "
+                     f"WHERE kind != '{ReleaseKind.REPROCESS}') WHERE release_id = latest) "
+                     f"PIVOT (first(v) FOR {metric.group_by} IN ({keys})) ORDER BY period_start DESC LIMIT {SHOW_PERIODS}")
+            title = f"{metric.table}: {metric.output} per period (latest {SHOW_PERIODS})"
+        else:
+            latest = "max(period_start)" if periodic else "max(release_id)"
+            column = "period_start" if periodic else "release_id"
+            query = (f"SELECT * FROM {metric.table} WHERE {column} = (SELECT {latest} FROM {metric.table}) "
+                     f"ORDER BY {metric.output} DESC LIMIT 20")
+            title = f"{metric.table} ({'latest period' if periodic else 'latest release'})"
+        print(f"\n== {title} ==")
         sql.run_query(spark, ctx.loc, query, "table", sys.stdout, quiet_missing=True)
-    print("\n== gold.privacy_ledger ==")
-    sql.run_query(spark, ctx.loc, "SELECT * FROM gold.privacy_ledger ORDER BY release_id, metric", "table",
-                  sys.stdout, quiet_missing=True)
+    print("\n== gold.privacy_ledger (latest 12 rows) ==")
+    sql.run_query(spark, ctx.loc, "SELECT * FROM gold.privacy_ledger ORDER BY release_id DESC, period_start DESC, "
+                  "metric LIMIT 12", "table", sys.stdout, quiet_missing=True)
     print()
-    print(budget_status(spark, ctx.config, ctx.loc).summary())
+    print(_budget_status(ctx).summary())
+
+
+def _budget_status(ctx: Context):
+    from dp import budget, staging
+
+    spark, loc = ctx.spark, ctx.loc
+    state = budget.read_state(spark, loc, [loc.gold_table(m.name) for m in ctx.config.metrics],
+                              staging.staged_audit_rows(spark, loc))
+    return budget.status(state, ctx.config, budget.check_ledger(spark, loc, state, repair=False))
 
 
 def cmd_sql(args, ctx: Context) -> int:
@@ -189,9 +228,7 @@ def cmd_sql(args, ctx: Context) -> int:
 
 
 def cmd_budget(args, ctx: Context) -> int:
-    from dp.ledger import budget_status
-
-    print(budget_status(ctx.spark, ctx.config, ctx.loc).summary())
+    print(_budget_status(ctx).summary(recent=args.periods))
     return 0
 
 
@@ -236,6 +273,27 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
 
 
+def _timestamp(text: str) -> dt.datetime:
+    """ISO 8601; a time without an offset is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 timestamp such as 2026-11-30T14:00:00Z, got {text!r}") \
+            from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _add_now(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--now", type=_timestamp, metavar="TIMESTAMP",
+                   help="the time to release as of (ISO 8601, UTC unless an offset is given), instead of the wall "
+                   "clock: for backfills, and for simulating a schedule")
+
+
+def _add_counts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--counts", action="store_true",
+                   help="also print exact row counts (restricted: not for logs that others read)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="lakehouse", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
@@ -263,47 +321,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="availableNow stream: new Bronze files -> silver.sessions / silver.quarantine",
                        description="Ingest every Bronze file not yet processed (the stream checkpoint decides), "
-                       "then stop. Prints files read, rows ingested, rows quarantined, duplicates skipped and "
-                       "the new Silver version.", formatter_class=fmt)
+                       "then stop. Prints the files read and the new Silver version (exact row counts with "
+                       "--counts).", formatter_class=fmt)
+    _add_counts(p)
     p.set_defaults(handler=cmd_ingest)
 
-    p = sub.add_parser("release", help="DP release over the Silver rows added since the last release -> Gold",
-                       description="Apply the configured DP metrics to the rows added to silver.sessions since the "
-                       "last release, append the results to gold.*, and record the spend in gold.privacy_ledger. "
-                       "Refused (exit 3) if it would pass [privacy] epsilon_cap; with no new rows it spends nothing.",
-                       formatter_class=fmt)
+    release_text = (
+        "What is released depends on [privacy]: with a period (day, week, month; the privacy unit is (user, "
+        "period)), release = \"closed\" releases each period once, close_after_hours after it ends, over all its "
+        "rows (periods without rows get noisy zeros); release = \"continual\" also publishes, at every run, DP "
+        "running totals of the open periods (tree aggregation: the period's budget covers up to "
+        "max_releases_per_period runs). With period = \"none\" each release covers the rows added since the last "
+        "one (and spends nothing when there are none). Every spend is recorded in silver.release_audit and "
+        "published to gold.privacy_ledger; a release that would pass epsilon_cap or delta_cap (per period) is "
+        "refused with exit 3 and writes nothing.")
+    p = sub.add_parser("release", help="DP release of what is due (closed periods, open periods, new rows) -> Gold",
+                       description=release_text, formatter_class=fmt)
+    _add_now(p)
+    _add_counts(p)
     p.set_defaults(handler=cmd_release)
 
     p = sub.add_parser("run", help="ingest, then release: the periodic job",
-                       description="The scheduled job: ingest new Bronze files, then release DP metrics over the new "
-                       "Silver rows.", formatter_class=fmt)
+                       description="The scheduled job: ingest new Bronze files, then release what is due. "
+                       + release_text, formatter_class=fmt)
     p.add_argument("--generate-if-empty", type=_non_negative_int, default=0, metavar="N",
-                   help="first generate N sample sessions if the (local) Bronze folder has no event files")
+                   help=f"first generate N sample sessions over the last {SAMPLE_DAYS} days if the (local) Bronze "
+                   "folder has no event files")
     p.add_argument("--show", action="store_true", help="print the latest Gold results, the ledger and the budget")
+    _add_now(p)
+    _add_counts(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("reprocess", help="DP release over Silver as of version N (Delta time travel)",
-                       description="Release the configured DP metrics over the whole of silver.sessions as of "
-                       "version N (ledger kind 'reprocess'); spends budget like any release.", formatter_class=fmt)
-    p.add_argument("--silver-version", type=_non_negative_int, required=True, metavar="N")
+                       description="Release the configured DP metrics again over silver.sessions as of version N "
+                       "(kind 'reprocess'): with a period, every closed period (or only --period), each spending "
+                       "its own period's budget once more against its cap - e.g. for sessions that arrived after "
+                       "their period was released; with period \"none\", the whole table.", formatter_class=fmt)
+    p.add_argument("--silver-version", type=_non_negative_int, required=True, metavar="N",
+                   help="the silver.sessions version to read (see `lakehouse sql \"DESCRIBE HISTORY silver.sessions\"`)")
+    p.add_argument("--period", type=_date, metavar="YYYY-MM-DD", help="only the period holding this day")
+    _add_now(p)
+    _add_counts(p)
     p.set_defaults(handler=cmd_reprocess)
 
-    p = sub.add_parser("sql", help="Spark SQL over silver.* and gold.* (Delta time travel included)",
-                       description="Run one Spark SQL query. Tables: silver.sessions, silver.quarantine, "
-                       "gold.<metric>, gold.privacy_ledger; e.g. \"SELECT * FROM gold.sessions_per_continent "
-                       "VERSION AS OF 0\".", formatter_class=fmt)
+    p = sub.add_parser("sql", help="read-only Spark SQL over silver.* and gold.* (Delta time travel included)",
+                       description="Run one read-only Spark SQL query: SELECT / WITH / SHOW / DESCRIBE / EXPLAIN over "
+                       "silver.sessions, silver.quarantine, silver.release_audit, gold.<metric>, gold.privacy_ledger; "
+                       "e.g. \"SELECT * FROM gold.sessions_per_continent VERSION AS OF 0\" or \"SHOW TABLES IN gold\". "
+                       "Statements that write, alter, cache, set configuration or read a path (text.`/x`, "
+                       "delta.`/x`) are refused before they run.", formatter_class=fmt)
     p.add_argument("query")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table (default), csv with a header, or json: one object per line")
     p.add_argument("--limit", type=_positive_int, help="print at most this many rows")
     p.set_defaults(handler=cmd_sql)
 
-    p = sub.add_parser("budget", help="privacy budget: epsilon spent, cap, remaining")
+    p = sub.add_parser("budget", help="privacy budget: what is protected, spent and left (per period)",
+                       description="What the releases protect, in one sentence, and what they spent: per period (the "
+                       "latest first) with a period, or over the lakehouse's life with period \"none\". Read from "
+                       "silver.release_audit, the restricted record; says so if gold.privacy_ledger, its published "
+                       "copy, is missing rows, and refuses if it holds rows the record does not.", formatter_class=fmt)
+    p.add_argument("--periods", type=_positive_int, default=14, metavar="N", help="show the N latest periods (default 14)")
     p.set_defaults(handler=cmd_budget)
 
     p = sub.add_parser("report", help="PNG plots of Gold with noise error bars",
-                       description="Plot the latest DP results with +-2 sigma error bars and their history across "
-                       "releases. --compare-raw adds a raw-vs-DP plot computed from Silver (NOT private), written "
+                       description="Plot the latest DP results with +-2 sigma error bars and their time series over "
+                       "periods (or history across releases). --compare-raw adds a raw-vs-DP plot computed from Silver (NOT private), written "
                        "to <root>/_restricted/ only.", formatter_class=fmt)
     p.add_argument("--out", metavar="DIR", help="output folder (default: <root>/reports)")
     p.add_argument("--compare-raw", action="store_true",
@@ -318,11 +401,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="", help="folder inside the container (default: its root)")
     p.set_defaults(handler=cmd_upload)
     return parser
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -356,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
 
         kind = "Spark" if isinstance(exc, PySparkException) else type(exc).__name__
         hint = "" if debug else " (LAKEHOUSE_DEBUG=1 shows the traceback)"
-        print(f"lakehouse: error: {kind}: {redact(_first_line(exc))}{hint}", file=sys.stderr)
+        print(f"lakehouse: error: {kind}: {redact(spark_message(exc))}{hint}", file=sys.stderr)
         return 1
 
 

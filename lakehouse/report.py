@@ -1,4 +1,9 @@
-"""PNG plots of Gold: the latest DP values with +-2 sigma noise error bars, and their history.
+"""PNG plots of Gold: the latest DP values with +-2 sigma noise error bars, and their time series.
+
+Every plot reads at a glance on any data the pipeline accepts: y-axes are set from the values and
+their +-2 sigma bands by robust quantiles (one huge sigma - a mean over a handful of rows - cannot
+flatten the rest; a MEAN's band is cut to its value bounds, where the true mean lies), x-axes are
+dates (periods) or whole release ids, each release kind is its own series, everything is labelled.
 
 ``--compare-raw`` adds raw-vs-DP plots computed from Silver. Raw values are not private, so those
 plots go to ``<root>/_restricted/`` (never beside Gold) with a warning.
@@ -6,39 +11,75 @@ plots go to ``<root>/_restricted/`` (never beside Gold) with a warning.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on a scheduler or in a container
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from lakehouse import catalog  # noqa: E402
-from lakehouse.config import Config, MetricConfig  # noqa: E402
+from lakehouse.config import Config, MetricConfig, MetricKind, Period  # noqa: E402
 from lakehouse.errors import LakehouseError  # noqa: E402
 from lakehouse.log import warn  # noqa: E402
 from lakehouse.storage import Locations, is_url, join  # noqa: E402
 
-HISTORY_PARTITIONS = 8  # a history plot with 150 countries is unreadable: show the largest ones
+SERIES_PARTITIONS = 8  # a plot with 150 countries is unreadable: show the largest ones
+KIND_STYLE = {"closed": ("-", "o"), "continual": ("-", "."), "incremental": ("-", "o"), "reprocess": ("none", "x")}
 
 
-def _sigma(row) -> float:
-    return float(row["sigma"] or 0.0)
+@dataclass(frozen=True)
+class Point:
+    release_id: int
+    kind: str
+    period_start: dt.date | None
+    key: str
+    value: float
+    sigma: float  # of the noise; a MEAN's delta-method approximation
 
 
-def _gold_rows(spark: SparkSession, loc: Locations, metric: MetricConfig) -> list:
+def gold_points(spark: SparkSession, loc: Locations, metric: MetricConfig) -> list[Point]:
     path = loc.gold_table(metric.name)
-    if not catalog.is_delta_table(spark, path):
+    if not catalog.table_exists(spark, path):
         return []
-    df = spark.read.format("delta").load(path)
-    # MEAN has no closed-form noise_stddev; its delta-method approx_stddev draws the error bar instead.
-    sigma = F.coalesce(F.col("noise_stddev"), F.col("approx_stddev")) if "approx_stddev" in df.columns \
-        else F.col("noise_stddev")
-    return df.select("release_id", F.col(metric.group_by).alias("key"), F.col(metric.output).alias("value"),
-                     sigma.alias("sigma")).orderBy("release_id").collect()
+    df = catalog.read(spark, path)
+    # MEAN has no closed-form noise_stddev; its delta-method approx_stddev draws the band instead.
+    sigma = F.coalesce("noise_stddev", "approx_stddev") if "approx_stddev" in df.columns else F.col("noise_stddev")
+    rows = df.select("release_id", "kind", "period_start", F.col(metric.group_by).alias("key"),
+                     F.col(metric.output).alias("value"), sigma.alias("sigma")).collect()
+    return [Point(r["release_id"], r["kind"], r["period_start"], r["key"], float(r["value"]), float(r["sigma"] or 0.0))
+            for r in rows]
+
+
+def robust_limits(values: list[float], sigmas: list[float], bounds: tuple[float, float] | None = None
+                  ) -> tuple[float, float]:
+    """y-limits that show every value and the +-2 sigma band of the typical one: the band's ends
+    are taken at their 5th / 95th percentiles (a few enormous sigmas do not stretch the axis), the
+    values themselves always fit, and a MEAN stays within its bounds."""
+    if not values:
+        return 0.0, 1.0
+    lows = sorted(v - 2 * s for v, s in zip(values, sigmas))
+    highs = sorted(v + 2 * s for v, s in zip(values, sigmas))
+    pick = lambda xs, q: xs[min(len(xs) - 1, max(0, int(q * (len(xs) - 1) + 0.5)))]  # noqa: E731
+    lo, hi = min(min(values), pick(lows, 0.05)), max(max(values), pick(highs, 0.95))
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        lo, hi = (lo - 1, lo + 1) if math.isfinite(lo) else (0.0, 1.0)
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def _bounds(metric: MetricConfig) -> tuple[float, float] | None:
+    return (metric.min_value, metric.max_value) if metric.kind == MetricKind.MEAN else None
 
 
 def _save(fig, path: Path) -> Path:
@@ -48,65 +89,170 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _bar(ax, keys, values, sigmas, label, offset=0.0, width=0.8):
-    xs = [i + offset for i in range(len(keys))]
-    ax.bar(xs, values, width=width, yerr=[2 * s for s in sigmas], capsize=3, label=label)
-    ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels(keys, rotation=45, ha="right")
+def _title(ax, text: str, note: str) -> None:
+    ax.set_title(f"{text}\n{note}", fontsize=10)
 
 
-def plot_latest(metric: MetricConfig, rows: list, out: Path) -> Path:
-    latest = max(r["release_id"] for r in rows)
-    current = sorted((r for r in rows if r["release_id"] == latest), key=lambda r: -r["value"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(current) + 3), 4.5))
-    _bar(ax, [r["key"] for r in current], [r["value"] for r in current], [_sigma(r) for r in current], "DP value")
-    ax.set_title(f"gold.{metric.name}, release {latest}\nerror bars: +-2 sigma of the added noise")
+def latest(points: list[Point], periodic: bool) -> list[Point]:
+    """The newest value of each partition: of the latest period (periodic) or the latest release."""
+    if not points:
+        return []
+    if periodic:
+        newest = max(p.period_start for p in points if p.period_start)
+        chosen: dict[str, Point] = {}
+        for p in points:
+            if p.period_start == newest and p.kind != "reprocess":
+                if p.key not in chosen or p.release_id > chosen[p.key].release_id:
+                    chosen[p.key] = p
+        return sorted(chosen.values(), key=lambda p: -p.value)
+    newest = max(p.release_id for p in points)
+    return sorted((p for p in points if p.release_id == newest), key=lambda p: -p.value)
+
+
+def plot_latest(metric: MetricConfig, points: list[Point], periodic: bool, out: Path) -> Path:
+    current = latest(points, periodic)
+    keys = [p.key for p in current]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(current) + 3), 4.8))
+    bounds = _bounds(metric)
+    lo, hi = robust_limits([p.value for p in current], [p.sigma for p in current], bounds)
+    # error bars cut to the axis: a bar whose band leaves the plot shows an arrow-free cut end
+    yerr = [[min(2 * p.sigma, p.value - lo) for p in current], [min(2 * p.sigma, hi - p.value) for p in current]]
+    ax.bar(range(len(current)), [p.value for p in current], yerr=yerr, capsize=3, color="tab:blue",
+           label="DP value, +-2 sigma of the noise")
+    ax.set_xticks(range(len(current)))
+    ax.set_xticklabels(keys, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(metric.group_by)
     ax.set_ylabel(metric.output)
+    ref = current[0] if current else None
+    what = (f"period {ref.period_start}" if periodic and ref else f"release {ref.release_id}" if ref else "no rows")
+    _title(ax, f"gold.{metric.name}: {what}", "error bars: +-2 sigma of the added noise")
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, out / f"{metric.name}_latest.png")
 
 
-def plot_history(metric: MetricConfig, rows: list, out: Path) -> Path:
-    series: dict[str, list] = defaultdict(list)
-    for r in rows:
-        series[r["key"]].append(r)
-    largest = sorted(series, key=lambda k: -max(r["value"] for r in series[k]))[:HISTORY_PARTITIONS]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for key in largest:
-        pts = sorted(series[key], key=lambda r: r["release_id"])
-        xs = [r["release_id"] for r in pts]
-        ys = [r["value"] for r in pts]
-        ax.errorbar(xs, ys, yerr=[2 * _sigma(r) for r in pts], marker="o", capsize=3, label=key)
+def _largest(points: list[Point]) -> list[str]:
+    totals: dict[str, list[float]] = defaultdict(list)
+    for p in points:
+        totals[p.key].append(p.value)
+    return sorted(totals, key=lambda k: -sum(totals[k]) / len(totals[k]))[:SERIES_PARTITIONS]
+
+
+def noise_dominated(metric: MetricConfig, point: Point) -> bool:
+    """A MEAN whose +-2 sigma spans more than half its value range says little but "few rows"."""
+    bounds = _bounds(metric)
+    return bounds is not None and 2 * point.sigma > (bounds[1] - bounds[0]) / 2
+
+
+def plot_series(metric: MetricConfig, points: list[Point], out: Path) -> Path:
+    """One line per partition over period_start (its latest closed or continual value), a +-2 sigma
+    band around it, reprocessed values as separate markers. A MEAN's noise-dominated points are
+    hollow and get no band: their band would cover the whole plot and hide the others."""
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    keys = _largest(points)
+    hollow_shown = False
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    shown_values, shown_sigmas = [], []
+    for i, key in enumerate(keys):
+        color = colors[i % len(colors)]
+        newest: dict[dt.date, Point] = {}
+        again: list[Point] = []
+        for p in points:
+            if p.key != key or p.period_start is None:
+                continue
+            if p.kind == "reprocess":
+                again.append(p)
+            elif p.period_start not in newest or p.release_id > newest[p.period_start].release_id:
+                newest[p.period_start] = p
+        series = [newest[d] for d in sorted(newest)]
+        xs = [p.period_start for p in series]
+        ys = [p.value for p in series]
+        ax.plot(xs, ys, marker="o", markersize=3, color=color, label=key)
+        masked = [noise_dominated(metric, p) for p in series]
+        ax.fill_between(xs, [p.value - 2 * p.sigma for p in series], [p.value + 2 * p.sigma for p in series],
+                        where=[not m for m in masked], interpolate=False, color=color, alpha=0.15, linewidth=0)
+        if any(masked):
+            ax.plot([x for x, m in zip(xs, masked) if m], [y for y, m in zip(ys, masked) if m], linestyle="none",
+                    marker="o", markersize=6, markerfacecolor="white", color=color,
+                    label=None if hollow_shown else "hollow: noise-dominated (too few rows)")
+            hollow_shown = True
+        if again:
+            ax.plot([p.period_start for p in again], [p.value for p in again], linestyle="none", marker="x",
+                    color=color, label=f"{key} (reprocessed)")
+        shown_values += ys + [p.value for p in again]
+        shown_sigmas += [0.0 if m else p.sigma for p, m in zip(series, masked)] + [p.sigma for p in again]
+    ax.set_ylim(*robust_limits(shown_values, shown_sigmas, _bounds(metric)))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator())
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+    ax.set_xlabel("period_start (UTC)")
+    ax.set_ylabel(metric.output)
+    _title(ax, f"gold.{metric.name} per period", "bands: +-2 sigma of the added noise; latest value of each period")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(fig, out / f"{metric.name}_series.png")
+
+
+def plot_history(metric: MetricConfig, points: list[Point], out: Path) -> Path:
+    """Period "none": each partition across releases (whole release ids), one series per kind."""
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    keys = _largest(points)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, key in enumerate(keys):
+        for kind in sorted({p.kind for p in points}):
+            pts = sorted((p for p in points if p.key == key and p.kind == kind), key=lambda p: p.release_id)
+            if not pts:
+                continue
+            linestyle, marker = KIND_STYLE.get(kind, ("-", "o"))
+            ax.errorbar([p.release_id for p in pts], [p.value for p in pts], yerr=[2 * p.sigma for p in pts],
+                        linestyle=linestyle, marker=marker, capsize=2, color=colors[i % len(colors)],
+                        label=key if kind == "incremental" else f"{key} ({kind})")
+    ax.set_ylim(*robust_limits([p.value for p in points if p.key in keys],
+                               [p.sigma for p in points if p.key in keys], _bounds(metric)))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("release_id")
     ax.set_ylabel(metric.output)
-    ax.set_title(f"gold.{metric.name} across releases (+-2 sigma)")
-    ax.legend(fontsize=8, loc="best")
+    _title(ax, f"gold.{metric.name} across releases", "error bars: +-2 sigma of the added noise")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, out / f"{metric.name}_history.png")
 
 
-def _raw_values(spark: SparkSession, loc: Locations, metric: MetricConfig, version_from: int,
-                version_to: int) -> dict[str, float]:
-    from dp.release import silver_increment
+def _raw_values(spark: SparkSession, loc: Locations, config: Config, metric: MetricConfig,
+                period_start: dt.date | None) -> dict[str, float]:
+    from dp.sources import period_rows
 
-    rows = silver_increment(spark, loc.silver_sessions, version_from, version_to)
-    agg = {"COUNT": F.count(F.lit(1)), "SUM": F.sum(metric.value or "num_pageviews"),
-           "MEAN": F.avg(metric.value or "num_pageviews"), "PRIVACY_ID_COUNT": F.countDistinct("user_id")}[metric.kind]
+    if period_start is None:
+        rows = catalog.read(spark, loc.silver_sessions)
+    else:
+        rows = period_rows(spark, loc.silver_sessions, catalog.latest_version(spark, loc.silver_sessions),
+                           config.privacy.period, [period_start])
+    value = F.col(metric.value) if metric.value else F.lit(0)
+    agg = {MetricKind.COUNT: F.count(F.lit(1)), MetricKind.SUM: F.sum(value), MetricKind.MEAN: F.avg(value),
+           MetricKind.PRIVACY_ID_COUNT: F.countDistinct("user_id")}[metric.kind]
     return {r[0]: float(r[1]) for r in rows.groupBy(metric.group_by).agg(agg).collect()}
 
 
-def plot_raw_vs_dp(spark: SparkSession, loc: Locations, metric: MetricConfig, rows: list, out: Path) -> Path | None:
-    latest = max(r["release_id"] for r in rows)
-    ledger = (spark.read.format("delta").load(loc.privacy_ledger)
-              .where((F.col("release_id") == latest) & (F.col("metric") == metric.name)).first())
-    if ledger is None:
-        return None
-    raw = _raw_values(spark, loc, metric, ledger["silver_version_from"], ledger["silver_version_to"])
-    current = sorted((r for r in rows if r["release_id"] == latest), key=lambda r: -r["value"])
-    keys = [r["key"] for r in current]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(keys) + 3), 4.5))
-    _bar(ax, keys, [raw.get(k, 0.0) for k in keys], [0.0] * len(keys), "raw (NOT private)", offset=-0.2, width=0.4)
-    _bar(ax, keys, [r["value"] for r in current], [_sigma(r) for r in current], "DP", offset=0.2, width=0.4)
-    ax.set_title(f"RESTRICTED - raw vs DP, gold.{metric.name} release {latest}")
-    ax.legend()
+def plot_raw_vs_dp(spark: SparkSession, loc: Locations, config: Config, metric: MetricConfig, points: list[Point],
+                   out: Path) -> Path:
+    periodic = config.privacy.period != Period.NONE
+    current = latest(points, periodic)
+    period_start = current[0].period_start if current else None
+    raw = _raw_values(spark, loc, config, metric, period_start)
+    keys = [p.key for p in current]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(keys) + 3), 5.2))
+    xs = range(len(keys))
+    ax.bar([x - 0.2 for x in xs], [raw.get(k, 0.0) for k in keys], width=0.4, color="tab:gray",
+           label="raw from Silver (NOT private, all rows)")
+    ax.bar([x + 0.2 for x in xs], [p.value for p in current], width=0.4, yerr=[2 * p.sigma for p in current],
+           capsize=3, color="tab:blue", label="DP (bounded, noised), +-2 sigma")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(keys, rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel(metric.group_by)
+    ax.set_ylabel(metric.output)
+    where = f"period {period_start}" if period_start else f"release {current[0].release_id}" if current else ""
+    bound = (f"contribution bounding: each user counts in at most {metric.max_partitions_contributed} "
+             f"{metric.group_by} value(s), at most {metric.max_contributions_per_partition} rows each"
+             + (" per period" if periodic else " per release") + " - DP below raw is that, not noise")
+    _title(ax, f"RESTRICTED - raw vs DP, gold.{metric.name}, {where}", bound)
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, out / f"{metric.name}_raw_vs_dp.png")
 
 
@@ -118,17 +264,20 @@ def write_report(spark: SparkSession, config: Config, loc: Locations, out_dir: s
         out_dir = join(loc.root, "reports")
     if is_url(out_dir):
         raise LakehouseError(f"--out must be a local folder, got {out_dir}")
+    periodic = config.privacy.period != Period.NONE
+    found = {metric.name: gold_points(spark, loc, metric) for metric in config.metrics}
+    if not any(found.values()):
+        raise LakehouseError("no Gold results to plot yet: run `lakehouse release` first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    restricted = None
+    written, restricted = [], None
     for metric in config.metrics:
-        rows = _gold_rows(spark, loc, metric)
-        if not rows:
+        points = found[metric.name]
+        if not points:
             warn(f"gold.{metric.name} has no rows yet: run `lakehouse release` first")
             continue
-        written.append(str(plot_latest(metric, rows, out)))
-        written.append(str(plot_history(metric, rows, out)))
+        written.append(str(plot_latest(metric, points, periodic, out)))
+        written.append(str(plot_series(metric, points, out) if periodic else plot_history(metric, points, out)))
         if compare_raw:
             if restricted is None:
                 if is_url(loc.restricted):
@@ -137,9 +286,5 @@ def write_report(spark: SparkSession, config: Config, loc: Locations, out_dir: s
                 restricted.mkdir(parents=True, exist_ok=True)
                 warn(f"--compare-raw plots NON-PRIVATE values from Silver; they are written to {restricted} "
                      "only. Do not share them with anyone who may not read Silver.")
-            path = plot_raw_vs_dp(spark, loc, metric, rows, restricted)
-            if path:
-                written.append(str(path))
-    if not written:
-        raise LakehouseError("no Gold results to plot yet: run `lakehouse release` first")
+            written.append(str(plot_raw_vs_dp(spark, loc, config, metric, points, restricted)))
     return written

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, lakehouse_subprocess, run_cli
 from lakehouse.errors import LockBusy
 from oracle import expected_from
 
@@ -86,36 +86,39 @@ def azure_conf(azurite, tmp_path, monkeypatch) -> Path:
 
 def test_upload_run_sql_incremental_and_collisions_on_azurite(spark, azure_conf, tmp_path):
     local = tmp_path / "events"
-    assert run_cli("generate", "--sessions", "2000", "--files", "2", "--seed", "51", "--out", str(local)).code == 0
+    assert run_cli("generate", "--sessions", "2000", "--files", "2", "--seed", "51", "--out", str(local),
+                   "--start", "2026-11-01", "--days", "3").code == 0
     first = sorted(local.glob("*.jsonl"))
     r = run_cli("--conf", str(azure_conf), "upload", *map(str, first))
     assert r.code == 0, r.err
     assert "uploaded 2 of 2 files" in r.out and "MD5 ok" in r.err
 
-    r = run_cli("--conf", str(azure_conf), "run")
+    r = run_cli("--conf", str(azure_conf), "run", "--now", "2026-11-04T03:00:00Z", "--counts")
     assert r.code == 0, r.err
     exp = expected_from(first)
     assert f"rows ingested: {len(exp.sessions)}" in r.out
-    assert f"release 1 (incremental): silver.sessions versions 0..1, {len(exp.sessions)} rows in" in r.out
+    assert "release 1 (closed): periods 2026-11-01..2026-11-03 (3), silver.sessions versions 0..1" in r.out
 
     r = run_cli("--conf", str(azure_conf), "sql", "SELECT continent, dp_sessions FROM gold.sessions_per_continent",
                 "--format", "json")
     assert r.code == 0, r.err
-    assert len(r.out.splitlines()) == 6
+    assert len(r.out.splitlines()) == 3 * 6  # three days, six continents
 
-    # A second batch: only the new data is released.
+    # A second batch: only its day is new; the day before it had no rows and gets noisy zeros.
     second_dir = tmp_path / "more"
-    run_cli("generate", "--sessions", "500", "--seed", "52", "--start", "2017-09-01", "--out", str(second_dir))
+    run_cli("generate", "--sessions", "500", "--seed", "52", "--start", "2026-11-05", "--days", "1",
+            "--out", str(second_dir))
     second = sorted(second_dir.glob("*.jsonl"))
     exp2 = expected_from(second, already=exp.sessions)
     assert run_cli("--conf", str(azure_conf), "upload", *map(str, second)).code == 0
-    r = run_cli("--conf", str(azure_conf), "run")
+    r = run_cli("--conf", str(azure_conf), "run", "--now", "2026-11-06T03:00:00Z")
     assert r.code == 0, r.err
-    assert f"release 2 (incremental): silver.sessions versions 2..2, {len(exp2.sessions)} rows in" in r.out
-    ledger = run_cli("--conf", str(azure_conf), "sql", "SELECT DISTINCT release_id, rows_in FROM gold.privacy_ledger "
-                     "ORDER BY release_id", "--format", "json")
-    assert [json.loads(line) for line in ledger.out.splitlines()] == [
-        {"release_id": 1, "rows_in": len(exp.sessions)}, {"release_id": 2, "rows_in": len(exp2.sessions)}]
+    assert "release 2 (closed): periods 2026-11-04..2026-11-05 (2), silver.sessions versions 0..2" in r.out
+    audit = run_cli("--conf", str(azure_conf), "sql", "SELECT DISTINCT release_id, period_start, rows_in FROM "
+                    "silver.release_audit WHERE release_id = 2 ORDER BY period_start", "--format", "json")
+    assert [json.loads(line) for line in audit.out.splitlines()] == [
+        {"release_id": 2, "period_start": "2026-11-04", "rows_in": 0},
+        {"release_id": 2, "period_start": "2026-11-05", "rows_in": len(exp2.sessions)}]
 
     # Bronze is immutable: an existing name is refused, the other file still lands.
     extra = tmp_path / "extra.jsonl"
@@ -124,6 +127,43 @@ def test_upload_run_sql_incremental_and_collisions_on_azurite(spark, azure_conf,
     assert r.code == 1
     assert "uploaded 1 of 2 files" in r.out
     assert "1 of 2 files not uploaded" in r.error and "already exists" in r.error and "immutable" in r.error
+
+
+@pytest.mark.slow
+def test_a_lost_run_lease_stops_the_run_before_it_stages_anything(azure_conf, tmp_path):
+    """The run pauses just before staging its release; meanwhile its lease is broken (as when it
+    expired and another run took it). When the run goes on it must notice and stop, writing nothing."""
+    from azure.storage.blob import BlobLeaseClient
+
+    from lakehouse import azure
+    from lakehouse.config import load_config
+    from lakehouse.storage import Locations
+
+    local = tmp_path / "events"
+    assert run_cli("generate", "--sessions", "300", "--seed", "53", "--out", str(local), "--start", "2026-11-01",
+                   "--days", "1").code == 0
+    assert run_cli("--conf", str(azure_conf), "upload", *map(str, local.glob("*.jsonl"))).code == 0
+    assert run_cli("--conf", str(azure_conf), "ingest").code == 0
+    config = load_config(azure_conf)
+    settings, loc = azure.AzureSettings.from_config(config), Locations.from_config(config)
+    lock = azure.parse_url(loc.lock)
+    env = {"LAKEHOUSE_FAILPOINT": "release-before-stage", "LAKEHOUSE_FAILPOINT_PAUSE": "12",
+           "AZURE_STORAGE_CONNECTION_STRING": connection_string()}
+    proc = lakehouse_subprocess("--conf", str(azure_conf), "release", "--now", "2026-11-03T00:00:00Z", env=env)
+    for line in proc.stderr:
+        if "FAILPOINT release-before-stage" in line:
+            break
+    blob = settings.service_client().get_blob_client(lock.container, lock.path)
+    BlobLeaseClient(blob).break_lease(lease_break_period=0)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err
+    assert "stopped before staging release 1: the run lease" in err and "could not be renewed" in err
+    staging_dir = azure.parse_url(loc.release_staging)
+    container = settings.service_client().get_container_client(staging_dir.container)
+    assert not [b.name for b in container.list_blobs(name_starts_with=staging_dir.path)]
+    assert not [b.name for b in container.list_blobs(name_starts_with=azure.parse_url(loc.release_audit).path)]
+    gold = azure.parse_url(loc.gold)
+    assert not list(settings.service_client().get_container_client(gold.container).list_blobs())
 
 
 def test_wrong_key_is_a_clear_authentication_error_without_secrets(spark, azure_conf, monkeypatch):

@@ -82,17 +82,19 @@ def standalone_cluster(tmp_path):
 @pytest.mark.slow
 def test_ingest_and_release_on_a_standalone_cluster(spark, root, tmp_path, standalone_cluster):
     master, master_json = standalone_cluster
-    assert run_cli("--root", str(root), "generate", "--sessions", "1500", "--files", "2", "--seed", "61").code == 0
+    assert run_cli("--root", str(root), "generate", "--sessions", "1500", "--files", "2", "--seed", "61",
+                   "--start", "2026-11-01", "--days", "3").code == 0
     exp = expected_from(sorted((root / "bronze").glob("*.jsonl")))
     # The reference engine (PipelineDP on SparkRDDBackend) runs Python on the executors: this also
     # proves they use the venv's interpreter (no "No module named 'pipeline_dp'").
     conf = tmp_path / "cluster.toml"
     conf.write_text('[privacy]\nengine = "pipelinedp"\n' + SUBPROCESS_SPARK_CONF + "shuffle_partitions = 4\n")
-    driver = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "--master", master, "run")
+    driver = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "--master", master, "run",
+                                  "--now", "2026-11-04T03:00:00Z", "--counts")
     out, err = driver.communicate(timeout=600)
     assert driver.returncode == 0, err[-3000:]
     assert f"rows ingested: {len(exp.sessions)}" in out
-    assert f"release 1 (incremental): silver.sessions versions 0..1, {len(exp.sessions)} rows in" in out
+    assert "release 1 (closed): periods 2026-11-01..2026-11-03 (3), silver.sessions versions 0..1" in out
 
     # The master ran it: one finished application, with executors on our worker.
     apps = _json(master_json)["completedapps"]
@@ -100,4 +102,4 @@ def test_ingest_and_release_on_a_standalone_cluster(spark, root, tmp_path, stand
     sessions = spark.read.format("delta").load(str(root / "silver" / "sessions"))
     assert sessions.count() == len(exp.sessions)
     ledger = spark.read.format("delta").load(str(root / "gold" / "privacy_ledger"))
-    assert sorted(r["engine"] for r in ledger.collect()) == ["pipelinedp"] * 3
+    assert sorted(r["engine"] for r in ledger.collect()) == ["pipelinedp"] * 9  # 3 metrics x 3 days

@@ -18,9 +18,14 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
+from pyspark.sql import functions as F
+
 from dp import engine_pipelinedp, engine_spark
 from dp.engine_spark import accumulators_frame, bounded_contributions, collect_accumulators
+from dp.metrics import metric_budgets
+from dp.noise import apply_noise
 from lakehouse.config import MetricConfig, PrivacyConfig
+from lakehouse.jvm_bridge import executed_plan_text
 
 RELEASES = 200
 CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
@@ -90,9 +95,14 @@ def privacy(noise: str, epsilon: float = 1.0, delta: float = 1e-5) -> PrivacyCon
     return PrivacyConfig(epsilon_per_release=epsilon, delta_per_release=delta, epsilon_cap=1e9, noise_kind=noise)
 
 
+def frame(spark, rows, schema: str):
+    """Silver-like rows of period "none" (period_start null)."""
+    return spark.createDataFrame(rows, schema).withColumn("period_start", F.lit(None).cast("date"))
+
+
 @pytest.fixture(scope="module")
 def sessions_df(spark):
-    return spark.createDataFrame(DATA, "user_id string, continent string, total_time_on_page int").cache()
+    return frame(spark, DATA, "user_id string, continent string, total_time_on_page int").cache()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +112,7 @@ def fast_accumulators(sessions_df):
 
 
 def reference_noise(noise: str) -> tuple[np.ndarray, list[float]]:
-    rows = [(u, c, v) for u, c, v in DATA]
+    rows = [(u, None, c, v) for u, c, v in DATA]
     truth = bounded_counts()
     samples, stds = [], []
     for _ in range(RELEASES):
@@ -116,7 +126,8 @@ def fast_noise(noise: str, accumulators) -> tuple[np.ndarray, list[float]]:
     truth = bounded_counts()
     samples, stds = [], []
     for _ in range(RELEASES):
-        (result,) = engine_spark.release_from_accumulators(accumulators, (COUNT,), privacy(noise))
+        (budget,) = metric_budgets((COUNT,), privacy(noise))
+        result = apply_noise(budget, accumulators[COUNT.name], [None])
         samples += [p.value - truth[p.key] for p in result.partitions]
         stds += [p.noise_stddev for p in result.partitions]
     return np.array(samples), stds
@@ -137,7 +148,7 @@ def check_noise(samples: np.ndarray, stds: list[float], theoretical: float) -> N
 
 
 def test_bounded_true_values_are_what_the_engines_see(fast_accumulators):
-    counts = {k: a.count for k, a in fast_accumulators[COUNT.name].items()}
+    counts = {k: a.count for (_, k), a in fast_accumulators[COUNT.name].items()}
     assert counts == {k: v for k, v in bounded_counts().items() if v}  # Africa has no rows at all
     assert counts["Europe"] < unbounded_counts()["Europe"] - 90  # the heavy user is capped at 5
 
@@ -165,9 +176,9 @@ def test_engines_agree_on_bounded_true_values(spark, sessions_df):
     """Noise switched off in effect (epsilon 1e7: Laplace scale 5e-7): both engines, on Spark, must
     return the bounded counts and means exactly."""
     huge = privacy("laplace", epsilon=1e7)
-    fast, fast_rows = engine_spark.release_metrics(sessions_df, (COUNT, MEAN), huge)
-    reference, reference_rows = engine_pipelinedp.release_metrics(sessions_df, (COUNT, MEAN), huge)
-    assert fast_rows == reference_rows == len(DATA)
+    fast, fast_rows = engine_spark.release_metrics(sessions_df, metric_budgets((COUNT, MEAN), huge), [None])
+    reference, reference_rows = engine_pipelinedp.release_metrics(sessions_df, (COUNT, MEAN), huge, [None])
+    assert fast_rows == reference_rows == {None: len(DATA)}
     counts, means = bounded_counts(), bounded_means()
     for results in (fast, reference):
         count_result, mean_result = results
@@ -181,8 +192,8 @@ def test_budget_split_matches_pipelinedp(sessions_df):
     """Same epsilon per metric from both engines: shares 1 and 3 of a release of epsilon 2."""
     metrics = (COUNT, dataclasses.replace(MEAN, share=3.0))
     p = privacy("laplace", epsilon=2.0)
-    fast, _ = engine_spark.release_metrics(sessions_df, metrics, p)
-    reference, _ = engine_pipelinedp.release_metrics(sessions_df, metrics, p)
+    fast, _ = engine_spark.release_metrics(sessions_df, metric_budgets(metrics, p), [None])
+    reference, _ = engine_pipelinedp.release_metrics(sessions_df, metrics, p, [None])
     for results in (fast, reference):
         assert [r.budget.epsilon for r in results] == pytest.approx([0.5, 1.5])
         assert sum(r.budget.delta for r in results) == 0.0  # Laplace with public partitions spends no delta
@@ -194,7 +205,7 @@ def test_contribution_bounds_cap_partitions_per_user(spark):
     for SUM/MEAN, capped counts for COUNT) bound alike, also side by side in one release."""
     rows = [("traveller", c, 0) for c in ("Asia", "Europe", "Oceania") for _ in range(9)]
     rows += [("local", "Asia", 0)] * 2
-    df = spark.createDataFrame(rows, "user_id string, continent string, total_time_on_page int")
+    df = frame(spark, rows, "user_id string, continent string, total_time_on_page int")
     for l0 in (1, 2):
         count = dataclasses.replace(COUNT, max_partitions_contributed=l0, max_contributions_per_partition=4)
         total = dataclasses.replace(count, name="total", kind="SUM", value="total_time_on_page", min_value=0.0,
@@ -206,28 +217,29 @@ def test_contribution_bounds_cap_partitions_per_user(spark):
         totals, rows_in = collect_accumulators(df, (private,))
         assert sum(a.users for a in totals[private.name].values()) == 1 + l0
         assert sum(a.count for a in totals[private.name].values()) == 2 + 4 * l0
-        assert rows_in == len(rows)
+        assert rows_in == {None: len(rows)}
 
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_private_partition_selection_drops_rare_partitions(spark, engine):
     """Without public partitions, a country of one user must not be released; one of 400 users is."""
     rows = [(f"u{i}", "Big", 0) for i in range(400)] + [("lonely", "Tuvalu", 0)] * 5
-    df = spark.createDataFrame(rows, "user_id string, country string, total_time_on_page int")
+    df = frame(spark, rows, "user_id string, country string, total_time_on_page int")
     metric = MetricConfig(name="sessions_per_country", kind="COUNT", group_by="country", output="dp_sessions",
                           public_partitions=None)
-    release = engine_spark.release_metrics if engine == "fast" else engine_pipelinedp.release_metrics
+    p = privacy("laplace", delta=1e-6)
     for _ in range(3):
-        (result,), _ = release(df, (metric,), privacy("laplace", delta=1e-6))
+        (result,), _ = (engine_spark.release_metrics(df, metric_budgets((metric,), p), [None]) if engine == "fast"
+                        else engine_pipelinedp.release_metrics(df, (metric,), p, [None]))
         assert [p.key for p in result.partitions] == ["Big"]
         assert result.budget.selection is not None and result.budget.delta == pytest.approx(1e-6)
 
 
 def test_bounding_shuffles_the_rows_once(sessions_df):
-    """All metrics are bounded on the rows as shuffled by user, once; only the small per-partition
+    """All metrics are bounded on the rows as shuffled by privacy unit, once; only the small per-partition
     totals are shuffled again. A grouping or window that lost the user partitioning would add a
     full shuffle of the rows per metric."""
-    plan = accumulators_frame(sessions_df, (COUNT, MEAN))._jdf.queryExecution().executedPlan().toString()
+    plan = executed_plan_text(accumulators_frame(sessions_df, (COUNT, MEAN)))
     exchanges = [line.strip() for line in plan.splitlines() if "Exchange" in line]
-    assert len([e for e in exchanges if "user_id" in e]) == 1, exchanges
+    assert len([e for e in exchanges if "unit" in e]) == 1, exchanges
     assert len(exchanges) == 2, exchanges  # and the totals by (metric, partition)

@@ -1,0 +1,62 @@
+"""What a release reads from silver.sessions: rows of chosen periods, or rows new since a version.
+
+A run never scans all of Silver: the rows of given periods are read by a time range on
+``session_start`` (Delta skips files by their min/max statistics, see catalog.SILVER_STATS), and new
+rows through the change data feed (only the files those versions added).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from dp import periods as P
+from lakehouse import catalog
+from lakehouse.config import Period
+
+
+def silver_history(spark: SparkSession, path: str) -> list[tuple[int, int]]:
+    """(version, rows it inserted) per commit of silver.sessions, from Delta's commit metrics: no
+    data is read."""
+    history = DeltaTable.forPath(spark, path).history().select("version", "operationMetrics").collect()
+    return [(h["version"], int((h["operationMetrics"] or {}).get("numTargetRowsInserted")
+                               or (h["operationMetrics"] or {}).get("numOutputRows") or 0)) for h in history]
+
+
+def period_column(period: Period) -> Column:
+    """period_start of each row: the first day of its UTC day, ISO week or month; null for "none"."""
+    if period == Period.NONE:
+        return F.lit(None).cast("date")
+    unit = {Period.DAY: "day", Period.WEEK: "week", Period.MONTH: "month"}[period]
+    return F.to_date(F.date_trunc(unit, F.col("session_start")))
+
+
+def _in_periods(rows: DataFrame, period: Period, starts: list[dt.date]) -> DataFrame:
+    lo, hi = P.bounds(min(starts), period)[0], P.bounds(max(starts), period)[1]
+    naive = lambda t: t.replace(tzinfo=None)  # noqa: E731 - the session time zone is UTC
+    rows = rows.where((F.col("session_start") >= F.lit(naive(lo))) & (F.col("session_start") < F.lit(naive(hi))))
+    return rows.withColumn("period_start", period_column(period)).where(F.col("period_start").isin(*starts))
+
+
+def period_rows(spark: SparkSession, path: str, version: int, period: Period, starts: list[dt.date]) -> DataFrame:
+    """Every row of the given periods in Silver as of `version`."""
+    return _in_periods(catalog.read(spark, path, version), period, starts)
+
+
+def new_rows(spark: SparkSession, path: str, version_from: int, version_to: int, period: Period) -> DataFrame:
+    """The rows versions [from, to] inserted, from the change data feed, with period_start and
+    ``_commit_version``."""
+    return (spark.read.format("delta").option("readChangeFeed", "true")
+            .option("startingVersion", version_from).option("endingVersion", version_to).load(path)
+            .where(F.col("_change_type") == "insert")
+            .drop("_change_type", "_commit_timestamp")
+            .withColumn("period_start", period_column(period)))
+
+
+def first_period(spark: SparkSession, path: str, version: int, period: Period) -> dt.date | None:
+    """The period of Silver's earliest session (Delta answers min() from file statistics)."""
+    first = catalog.read(spark, path, version).agg(F.min("session_start")).first()[0]
+    return None if first is None else P.period_start(first, period)

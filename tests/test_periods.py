@@ -1,0 +1,251 @@
+"""Privacy per period through the CLI, with `--now` standing in for the wall clock: closed-period
+releases (each day once, after it closed; late sessions counted, reprocessing), continual running
+totals (tree aggregation, bounds kept across a day's runs, the horizon), and `make run`'s path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from oracle import pseudonym
+from test_transform import session
+
+CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
+UTC = dt.timezone.utc
+
+
+def cli(conf: Path, root: Path, *args: str):
+    return run_cli("--conf", str(conf), "--root", str(root), *args)
+
+
+def sql(conf: Path, root: Path, query: str) -> list[dict]:
+    r = cli(conf, root, "sql", query, "--format", "json")
+    assert r.code == 0, r.err
+    return [json.loads(line) for line in r.out.splitlines()]
+
+
+def visit(user: int, when: str, continent: str = "Europe", device: str = "desktop", seconds: int = 60) -> dict:
+    start = int(dt.datetime.fromisoformat(when).replace(tzinfo=UTC).timestamp())
+    return session(fullVisitorId=f"{user:010d}", visitId=str(start), visitStartTime=str(start),
+                   geoNetwork={"continent": continent, "country": "Germany"},
+                   device={"deviceCategory": device, "browser": "Chrome", "operatingSystem": "Linux"},
+                   totals={"pageviews": "2", "timeOnSite": str(seconds)})
+
+
+def land(root: Path, name: str, sessions: list[dict]) -> None:
+    bronze = root / "bronze"
+    bronze.mkdir(parents=True, exist_ok=True)
+    (bronze / name).write_text("".join(json.dumps(s) + "\n" for s in sessions))
+
+
+def day_of(day: str, users: range, continent_of=lambda u: CONTINENTS[u % 5 + 1], hour: int = 9) -> list[dict]:
+    return [visit(u, f"{day}T{hour:02d}:{u % 60:02d}:00", continent_of(u)) for u in users]
+
+
+# ------------------------------------------------------------------------------------------
+# closed periods
+
+
+@pytest.fixture
+def closed_conf(tmp_path) -> Path:
+    conf = tmp_path / "closed.toml"
+    conf.write_text('[privacy]\nperiod = "day"\nrelease = "closed"\nclose_after_hours = 2\n')
+    return conf
+
+
+def test_each_day_is_released_once_after_it_closed_with_late_sessions_counted(spark, root, closed_conf):
+    land(root, "d1.jsonl", day_of("2026-11-01", range(0, 120)))
+    land(root, "d2.jsonl", day_of("2026-11-02", range(0, 150)))
+    land(root, "d3.jsonl", day_of("2026-11-03", range(0, 90)))
+    r = cli(closed_conf, root, "run", "--now", "2026-11-03T12:00:00Z")
+    assert r.code == 0, r.err
+    assert "release 1 (closed): periods 2026-11-01..2026-11-02 (2)" in r.out  # 11-03 is still open
+    gold = sql(closed_conf, root, "SELECT period_start, continent, kind, epsilon FROM gold.sessions_per_continent")
+    assert sorted({(g["period_start"], g["kind"]) for g in gold}) == [("2026-11-01", "closed"), ("2026-11-02", "closed")]
+    assert len(gold) == 2 * len(CONTINENTS) and [g["epsilon"] for g in gold] == pytest.approx([1 / 3] * len(gold))
+
+    r = cli(closed_conf, root, "run", "--now", "2026-11-04T01:59:00Z")
+    assert r.code == 0 and "nothing to release: period 2026-11-03 closes at 2026-11-04 02:00 UTC" in r.out
+    r = cli(closed_conf, root, "run", "--now", "2026-11-04T02:00:00Z")
+    assert "release 2 (closed): period 2026-11-03" in r.out
+
+    # sessions of 11-02 arriving now are late; 11-04 had none (noisy zeros, every partition); 11-05 has some
+    land(root, "late.jsonl", day_of("2026-11-02", range(500, 530), hour=20))
+    land(root, "d5.jsonl", day_of("2026-11-05", range(0, 60)))
+    r = cli(closed_conf, root, "run", "--now", "2026-11-06T03:00:00Z", "--counts")
+    assert r.code == 0, r.err
+    assert "release 3 (closed): periods 2026-11-04..2026-11-05 (2)" in r.out
+    assert "rows late for 2026-11-02: 30" in r.out
+    audit = sql(closed_conf, root, "SELECT kind, period_start, rows_in, rows_late, epsilon FROM silver.release_audit "
+                "WHERE release_id = 3 ORDER BY period_start, metric")
+    assert {(a["kind"], a["period_start"], a["rows_late"], a["epsilon"]) for a in audit if a["kind"] == "late"} == {
+        ("late", "2026-11-02", 30, 0.0)}
+    assert {a["rows_in"] for a in audit if a["period_start"] == "2026-11-04"} == {0}
+    zeros = sql(closed_conf, root, "SELECT continent FROM gold.sessions_per_continent WHERE period_start = '2026-11-04'")
+    assert sorted(z["continent"] for z in zeros) == sorted(CONTINENTS)
+    assert sql(closed_conf, root, "SELECT count(*) AS n FROM gold.sessions_per_continent "
+               "WHERE period_start = '2026-11-02'") == [{"n": len(CONTINENTS)}]  # the late rows are in no release
+
+    # reprocessing that day releases it again, with the late sessions, against its own cap
+    version = max(h["version"] for h in sql(closed_conf, root, "DESCRIBE HISTORY silver.sessions"))
+    r = cli(closed_conf, root, "reprocess", "--silver-version", str(version), "--period", "2026-11-02",
+            "--now", "2026-11-06T04:00:00Z")
+    assert r.code == 0, r.err
+    assert "release 4 (reprocess): period 2026-11-02" in r.out
+    rows = sql(closed_conf, root, "SELECT DISTINCT rows_in FROM silver.release_audit WHERE release_id = 4")
+    assert rows == [{"rows_in": 150 + 30}]
+    budget = cli(closed_conf, root, "budget").out
+    assert "each user's sessions in any one UTC day, epsilon 1 and delta 1e-06" in budget
+    lines = {line.split()[0]: line.split() for line in budget.splitlines() if line.startswith("2026-11-")}
+    assert lines["2026-11-02"][1:2] == ["2"] and lines["2026-11-03"][1:2] == ["1"]  # epsilon spent per day
+    assert set(lines) == {f"2026-11-0{i}" for i in range(1, 6)}
+
+
+def test_bounds_hold_per_user_per_day(spark):
+    """A user's contributions are bounded per (user, day): eight sessions on each of two days count
+    five on each day (max_contributions_per_partition), not five over both."""
+    from pyspark.sql import functions as F
+
+    from dp.engine_spark import collect_accumulators
+    from lakehouse.config import DEFAULT_METRICS
+
+    rows = [("heavy", "Europe", dt.date(2026, 11, d)) for d in (1, 2) for _ in range(8)]
+    df = spark.createDataFrame(rows, "user_id string, continent string, period_start date").withColumn(
+        "device", F.lit("desktop")).withColumn("country", F.lit("Germany")).withColumn("total_time_on_page", F.lit(10))
+    accumulators, rows_in = collect_accumulators(df, DEFAULT_METRICS[:1])
+    counts = {k: a.count for k, a in accumulators["sessions_per_continent"].items()}
+    assert counts == {(dt.date(2026, 11, 1), "Europe"): 5, (dt.date(2026, 11, 2), "Europe"): 5}
+    assert rows_in == {dt.date(2026, 11, 1): 8, dt.date(2026, 11, 2): 8}
+
+
+# ------------------------------------------------------------------------------------------
+# continual release
+
+CONTINUAL = """
+[privacy]
+period = "day"
+release = "continual"
+close_after_hours = 2
+max_releases_per_period = 4
+"""
+HEAVY = 7  # the user who arrives in Europe, then travels: first come, first kept
+
+
+def arrivals(day: str) -> list[list[dict]]:
+    """The day's sessions in the order four runs see them: 39 users with a session in each run, and
+    a heavy user with three sessions in each run - the first run's in Europe, the rest in Asia."""
+    batches = []
+    for i, hours in enumerate(((0, 6), (6, 12), (12, 18), (18, 24))):
+        batch = [visit(u, f"{day}T{hours[0] + u % 6:02d}:{10 + i:02d}:00", CONTINENTS[u % 5 + 1]) for u in range(40)
+                 if u != HEAVY]
+        heavy = [visit(HEAVY, f"{day}T{hours[0]:02d}:{m:02d}:00", "Europe" if i == 0 else "Asia")
+                 for m in range(0, 60, 20)]
+        batches.append(batch + heavy)
+    return batches
+
+
+def first_come_first_kept(batches: list[list[dict]], l0: int = 1, linf: int = 5) -> dict[str, int]:
+    """The bounded truth across runs, the obvious way: in arrival order (run, then time), a user
+    keeps a session if its continent is among their first l0 and they kept < linf there."""
+    kept: dict[str, dict[str, int]] = defaultdict(dict)
+    totals = {c: 0 for c in CONTINENTS}
+    for batch in batches:
+        for s in sorted(batch, key=lambda s: (int(s["visitStartTime"]), pseudonym(f"{s['fullVisitorId']}/{s['visitId']}"))):
+            mine, continent = kept[s["fullVisitorId"]], s["geoNetwork"]["continent"]
+            if continent in mine or len(mine) < l0:
+                if mine.get(continent, 0) < linf:
+                    mine[continent] = mine.get(continent, 0) + 1
+                    totals[continent] += 1
+    return totals
+
+
+def test_continual_running_totals_over_a_day(spark, root, tmp_path):
+    conf = tmp_path / "continual.toml"
+    conf.write_text(CONTINUAL)
+    day, batches = "2026-11-10", arrivals("2026-11-10")
+    nows = ["2026-11-10T06:30:00Z", "2026-11-10T12:30:00Z", "2026-11-10T18:30:00Z", "2026-11-11T00:30:00Z"]
+    outputs = []
+    for i, (batch, now) in enumerate(zip(batches, nows)):
+        land(root, f"run{i}.jsonl", batch)
+        r = cli(conf, root, "run", "--now", now)
+        assert r.code == 0, r.err
+        outputs.append(r.out)
+    assert "running totals of 2026-11-10: run 4" in outputs[3] and "running totals of 2026-11-11: run 1" in outputs[3]
+
+    gold = sql(conf, root, f"SELECT release_id, continent, dp_sessions, noise_stddev, epsilon FROM "
+               f"gold.sessions_per_continent WHERE period_start = '{day}' ORDER BY release_id, continent")
+    # noise of a running total: popcount(t) nodes of sqrt(2) * levels * L0 * Linf / epsilon (levels = 3 for H = 4)
+    node = math.sqrt(2) * 3 * 1 * 5 / (1 / 3)
+    for t in range(1, 5):
+        rows = [g for g in gold if g["release_id"] == t]
+        assert len(rows) == len(CONTINENTS)
+        assert [g["noise_stddev"] for g in rows] == pytest.approx([math.sqrt(bin(t).count("1")) * node] * len(rows))
+        assert [g["epsilon"] for g in rows] == pytest.approx([1 / 3 if t == 1 else 0.0] * len(rows))  # spent once
+
+    # the bounds held across the four runs: the tree's leaves (exact, restricted) sum to the
+    # first-come-first-kept truth, in which the heavy user's Asian sessions are all dropped
+    truth = first_come_first_kept(batches)
+    leaves = sql(conf, root, f"SELECT key, sum(true_value) AS total FROM silver.release_tree WHERE period_start = '{day}'"
+                 " AND metric = 'sessions_per_continent' AND level = 0 GROUP BY key")
+    assert {row["key"]: row["total"] for row in leaves} == {c: float(v) for c, v in truth.items()}
+    kept = sql(conf, root, f"SELECT key, sum(kept) AS n FROM silver.release_bounds WHERE period_start = '{day}' AND "
+               "metric = 'sessions_per_continent' GROUP BY key")
+    assert sum(k["n"] for k in kept) == sum(truth.values())
+    # the final running total is within the tree's error of the truth (5 standard deviations of the
+    # sum over the six continents: a correct mechanism fails this with probability ~1e-6)
+    final = [g for g in gold if g["release_id"] == 4]
+    error = sum(g["dp_sessions"] - truth[g["continent"]] for g in final)
+    assert abs(error) <= 5 * math.sqrt(sum(g["noise_stddev"] ** 2 for g in final))
+
+    # the day closes: its country metric (partition selection) is released once; the day spent epsilon 1
+    r = cli(conf, root, "run", "--now", "2026-11-11T02:30:00Z")
+    assert r.code == 0, r.err
+    ledger = sql(conf, root, f"SELECT metric, sum(epsilon) AS eps, count(*) AS n FROM gold.privacy_ledger "
+                 f"WHERE period_start = '{day}' GROUP BY metric ORDER BY metric")
+    assert [(row["metric"], round(row["eps"], 9), row["n"]) for row in ledger] == [
+        ("avg_session_duration_per_device", round(1 / 3, 9), 4), ("sessions_per_continent", round(1 / 3, 9), 4),
+        ("sessions_per_country", round(1 / 3, 9), 1)]
+    # a session of the closed day arriving now is late for it
+    land(root, "late.jsonl", [visit(900, f"{day}T23:00:00")])
+    r = cli(conf, root, "run", "--now", "2026-11-11T03:30:00Z", "--counts")
+    assert r.code == 0 and f"rows late for {day}: 1" in r.out
+
+    # 2026-11-11 had runs 1 (00:30), 2 (02:30), 3 (03:30); the horizon is 4
+    assert "running totals of 2026-11-11: run 4" in cli(conf, root, "run", "--now", "2026-11-11T04:30:00Z").out
+    r = cli(conf, root, "run", "--now", "2026-11-11T05:30:00Z")
+    assert r.code == 0 and "period 2026-11-11: its 4 runs ([privacy] max_releases_per_period) are published" in r.out
+    assert "nothing to release" in r.out
+
+
+# ------------------------------------------------------------------------------------------
+# make run
+
+
+def test_make_run_path_shows_a_daily_time_series_and_plots_it(root, tmp_path):
+    """`make run`: empty Bronze -> sample events over the last 28 days -> per-day Gold, printed."""
+    r = run_cli("--root", str(root), "run", "--generate-if-empty", "8000", "--show", "--now", "2026-11-29T06:00:00Z")
+    assert r.code == 0, r.err
+    assert "Bronze was empty: wrote" in r.out
+    assert "release 1 (closed): periods 2026-11-01..2026-11-28 (28)" in r.out
+    assert "== gold.sessions_per_continent: dp_sessions per period (latest 14) ==" in r.out
+    assert "2026-11-28" in r.out and "2026-11-15" in r.out and "2026-11-14" not in r.out.split("== gold.avg")[0]
+    assert "each user's sessions in any one UTC day" in r.out
+    r = run_cli("--root", str(root), "run", "--generate-if-empty", "8000", "--now", "2026-11-29T07:00:00Z")
+    assert r.code == 0 and "Bronze was empty" not in r.out and "nothing to release" in r.out
+
+    r = run_cli("--root", str(root), "report", "--compare-raw")
+    assert r.code == 0, r.err
+    written = [Path(p) for p in r.out.split()]
+    assert sorted(p.name for p in written if p.parent == root / "reports") == sorted(
+        f"{m}_{kind}.png" for m in ("sessions_per_continent", "avg_session_duration_per_device", "sessions_per_country")
+        for kind in ("latest", "series"))
+    raw = [p for p in written if "raw_vs_dp" in p.name]
+    assert len(raw) == 3 and all(p.parent == root / "_restricted" for p in raw)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    assert "NON-PRIVATE" in r.err

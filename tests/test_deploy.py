@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -47,6 +49,23 @@ def test_shell_scripts_pass_shellcheck():
     assert str(DEPLOY) in scripts
     r = run(str(BIN / "shellcheck"), "--severity=style", "--external-sources", *scripts, str(REPO / ".ci" / "run"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("master", "preset", "expected"), [
+    ("local[*]", None, "127.0.0.1"),
+    ("local[2]", "10.1.2.3", "10.1.2.3"),          # an explicit choice wins
+    ("spark://10.0.0.5:7077", None, None),         # a cluster driver must bind a reachable address
+])
+def test_local_masters_bind_loopback_so_a_container_hostname_need_not_resolve(monkeypatch, master, preset,
+                                                                               expected):
+    from lakehouse.spark import bind_loopback_if_local
+
+    if preset is None:
+        monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    else:
+        monkeypatch.setenv("SPARK_LOCAL_IP", preset)
+    bind_loopback_if_local(master)
+    assert os.environ.get("SPARK_LOCAL_IP") == expected
 
 
 def test_deploy_script_grants_least_privilege():

@@ -30,7 +30,9 @@ COPY README.md ./
 COPY lakehouse/ lakehouse/
 COPY streaming/ streaming/
 COPY dp/ dp/
-RUN /opt/venv/bin/pip install --no-compile --no-deps .
+# Our code as a wheel, not into the venv: the venv (1 GB) then stays an unchanged, cached layer of
+# the runtime stage when only the code changes.
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist .
 
 FROM python:3.11-slim-bookworm
 ARG DEBIAN_FRONTEND=noninteractive
@@ -44,6 +46,9 @@ RUN apt-get update \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin lakehouse
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/lakehouse/jars /opt/lakehouse/jars
+COPY --from=build /dist/ /tmp/dist/
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-compile --no-deps --no-index /tmp/dist/*.whl \
+    && rm -rf /tmp/dist
 COPY conf/ /app/conf/
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH \

@@ -44,10 +44,16 @@ engine_install_missing() {
     fi
     say "installing ${missing[*]} from Debian"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq || die "apt-get update failed"
+    local log
+    log=$(mktemp)
     # shellcheck disable=SC2046 # the list is plain package names
-    apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null \
-        || die "apt-get install ${missing[*]} failed"
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+            $(printf '%s\n' "${missing[@]}" | sort -u); } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "apt-get install ${missing[*]} failed (the end of its output is above)"
+    fi
+    rm -f "$log"
 }
 
 engine_up() {

@@ -144,6 +144,7 @@ cleanup_rootfs() {
     rm -f "$TARBALL.partial"
 }
 
+start=$SECONDS
 if [ "${REFRESH:-0}" = 1 ] || [ ! -s "$TARBALL" ]; then
     make_rootfs_tarball
 else
@@ -159,4 +160,4 @@ say "importing $TARBALL as $IMAGE"
     --change "LABEL dp-lakehouse.base=debootstrap-$SUITE" \
     --change 'CMD ["python3"]' \
     "$TARBALL" "$IMAGE" >/dev/null
-say "$IMAGE ready"
+say "$IMAGE ready ($((SECONDS - start)) s)"

@@ -46,8 +46,12 @@ cleanup() {
         rm -rf "$WORK" || say "could not remove $WORK"
     fi
     engine_down
-    if [ "$rc" -ne 0 ]; then
-        echo "image-test: FAILED ($PASSED checks passed before the failure)" >&2
+    # The closing line comes last, after dockerd has stopped.
+    if [ "$rc" -eq 0 ]; then
+        echo "image-test: $PASSED passed, 0 failed"
+    else
+        echo "image-test: FAILED after $PASSED checks passed"
+        echo "image-test: $PASSED passed, 1 failed"
     fi
     exit "$rc"
 }
@@ -171,4 +175,3 @@ check_gold "$large"
 pass "Gold after the interrupted run: no release published twice, no orphan rows"
 
 echo "image-test: build and checks took $((SECONDS - start_s)) s"
-echo "image-test: $PASSED passed, 0 failed"

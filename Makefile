@@ -10,7 +10,7 @@ AZURITE_PID := $(AZURITE_DIR)/azurite.pid
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup run test bench bench-smoke azurite azurite-stop lint clean distclean
+.PHONY: setup run test bench bench-smoke azurite azurite-stop lint image image-test clean distclean
 
 setup: $(VENV)/.installed $(JARS)/manifest.json node_modules/.installed
 
@@ -40,6 +40,16 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# The job image, dp-lakehouse:local, built with this machine's container engine (dockerd is started
+# and stopped again if none runs); its base is made locally where no registry answers.
+image:
+	deploy/image-build.sh
+
+# Builds the image, then runs it offline on generated Bronze: --help, run, SIGTERM mid-run and a clean
+# rerun; Gold checked from the host with delta-rs (the venv's deltalake).
+image-test: $(VENV)/.installed
+	deploy/image-test.sh
+
 azurite: node_modules/.installed
 	@mkdir -p $(AZURITE_DIR)
 	@if [ -f $(AZURITE_PID) ] && kill -0 $$(cat $(AZURITE_PID)) 2>/dev/null; then \
@@ -57,10 +67,11 @@ azurite-stop:
 
 lint: setup
 	$(BIN)/hadolint Dockerfile
-	shellcheck deploy/*.sh .ci/run
+	$(BIN)/shellcheck --external-sources deploy/*.sh .ci/run
 
 clean:
 	rm -rf lakehouse-data spark-warehouse metastore_db derby.log .pytest_cache
 
+# .cache holds the base image's rootfs tarball and the image build's logs.
 distclean: clean azurite-stop
-	rm -rf $(VENV) $(JARS) node_modules $(AZURITE_DIR)
+	rm -rf $(VENV) $(JARS) node_modules $(AZURITE_DIR) .cache

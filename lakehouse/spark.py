@@ -76,6 +76,14 @@ def session_conf(config: Config) -> dict[str, str]:
     return conf
 
 
+def bind_loopback_if_local(master: str) -> None:
+    """A local[*] driver only talks to itself: with SPARK_LOCAL_IP=127.0.0.1 Spark never resolves
+    the hostname, which a container may not have in /etc/hosts (`docker run --network none`,
+    podman: UnknownHostException). A spark:// driver must bind an address its cluster reaches."""
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
 def get_spark(config: Config) -> SparkSession:
     """The active session if there is one (tests share one), else a new one from the config."""
     active = SparkSession.getActiveSession()
@@ -83,6 +91,7 @@ def get_spark(config: Config) -> SparkSession:
         return active
     # Python workers must run this interpreter: the venv holds pipeline_dp, not the system python3.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    bind_loopback_if_local(config.spark.master)
     builder = SparkSession.builder.master(config.spark.master)
     for key, value in session_conf(config).items():
         builder = builder.config(key, value)

@@ -3,7 +3,8 @@
     python deploy/check_gold.py ROOT
 
 Every Delta table under ROOT/gold is read at its latest version; the checks hold whatever the
-tables' schemas are: the privacy ledger exists; each (release_id, metric) is in it at most once;
+tables' schemas are: the privacy ledger exists; each (release_id, metric, period_start) is in it at
+most once;
 every other Gold table has rows, and each of its release_ids is in the ledger under its own name;
 and every table stays readable by any Delta reader (protocol reader 1 / writer 2, no table
 features). Prints one line per table; exits 1 with the reasons if a check fails.
@@ -41,16 +42,16 @@ def check(root: Path) -> list[str]:
         print(f"gold.{path.name}: version {table.version()}, {len(rows[path.name])} rows")
 
     ledger = rows.pop(LEDGER)
-    counts = Counter((r["release_id"], r["metric"]) for r in ledger)
-    twice = sorted(key for key, n in counts.items() if n > 1)
+    counts = Counter((r["release_id"], r["metric"], r.get("period_start")) for r in ledger)
+    twice = sorted((key for key, n in counts.items() if n > 1), key=str)
     if twice:
-        problems.append(f"{LEDGER}: (release_id, metric) more than once: {twice}")
+        problems.append(f"{LEDGER}: (release_id, metric, period_start) more than once: {twice}")
     if not rows:
         problems.append("no Gold metric table besides the ledger")
     for name, table_rows in rows.items():
         if not table_rows:
             problems.append(f"{name}: no rows")
-        orphans = sorted({r["release_id"] for r in table_rows} - {rid for rid, metric in counts if metric == name})
+        orphans = sorted({r["release_id"] for r in table_rows} - {rid for rid, metric, _ in counts if metric == name})
         if orphans:
             problems.append(f"{name}: release_ids not in the ledger for this metric: {orphans}")
     return problems

@@ -15,9 +15,10 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 setup: $(VENV)/.installed $(JARS)/manifest.json node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml requirements.lock
+	@echo "setup: creating $(VENV) and installing the Python packages (about a minute the first time)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
 	touch $@
 
 # Delta and hadoop-azure jars, resolved once from Maven Central by Spark's own resolver into a
@@ -26,6 +27,7 @@ $(JARS)/manifest.json: $(VENV)/.installed $(wildcard lakehouse/jvm/*.java)
 	$(BIN)/python -m lakehouse.jars --dest $(JARS)
 
 node_modules/.installed: package.json package-lock.json
+	@echo "setup: installing Azurite, the Azure Blob emulator the tests use (npm, about 20 s)"
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -22,6 +22,7 @@ from lakehouse import catalog, schemas
 from lakehouse.config import Config, Period
 from lakehouse.errors import LakehouseError, spark_message
 from lakehouse.log import progress
+from lakehouse.readers import SparkReader, TableReader
 from lakehouse.storage import Locations
 
 
@@ -29,13 +30,13 @@ class LedgerTampered(LakehouseError):
     """gold.privacy_ledger holds rows the restricted record does not."""
 
 
-def read_state(spark: SparkSession, loc: Locations, gold_tables: list[str],
+def read_state(tables: TableReader, loc: Locations, gold_tables: list[str],
                staged_rows: list[AuditRow] | None = None) -> AuditState:
     """The restricted record (plus releases staged but not yet published, which are spent already).
     `gold_tables`: the Gold metric tables' paths, evidence that releases were made."""
     staged_rows = staged_rows or []
-    if not catalog.table_exists(spark, loc.release_audit):
-        evidence = next((path for path in [loc.privacy_ledger, *gold_tables] if catalog.table_exists(spark, path)), None)
+    if not tables.exists(loc.release_audit):
+        evidence = next((path for path in [loc.privacy_ledger, *gold_tables] if tables.exists(path)), None)
         if evidence:
             raise LakehouseError(
                 f"silver.release_audit ({loc.release_audit}) is missing but Gold holds releases ({evidence}): the "
@@ -44,7 +45,7 @@ def read_state(spark: SparkSession, loc: Locations, gold_tables: list[str],
         # nothing published yet; a first release staged before a crash is spent already
         return AuditState(tuple(staged_rows))
     try:
-        rows = [AuditRow.from_mapping(r.asDict()) for r in catalog.read(spark, loc.release_audit).collect()]
+        rows = [AuditRow.from_mapping(r) for r in tables.rows(loc.release_audit)]
     except Exception as exc:  # noqa: BLE001 - any failure to read the record stops the run (never "0 spent")
         raise catalog.StorageError(f"cannot read silver.release_audit ({loc.release_audit}), the record of the "
                                    f"privacy spend: {spark_message(exc)}; nothing was released") from exc
@@ -61,18 +62,18 @@ def _published(state: AuditState) -> list[tuple]:
     return [ledger_row(r) for r in state.rows if r.kind != ReleaseKind.LATE]
 
 
-def check_ledger(spark: SparkSession, loc: Locations, state: AuditState, repair: bool) -> int:
-    """Compares gold.privacy_ledger with the record; returns how many missing rows it republished
-    (repair) or found missing. Raises LedgerTampered on extra, changed or doubled rows."""
+def ledger_gap(tables: TableReader, loc: Locations, state: AuditState) -> list[tuple]:
+    """The record's rows gold.privacy_ledger is missing. Raises LedgerTampered on extra, changed or
+    doubled rows."""
     expected = Counter(_published(state))
     actual: Counter = Counter()
-    if catalog.table_exists(spark, loc.privacy_ledger):
-        ledger = catalog.read(spark, loc.privacy_ledger)
-        if tuple(ledger.columns) != schemas.LEDGER_COLUMNS:
-            raise LedgerTampered(f"gold.privacy_ledger has columns {ledger.columns}, not {list(schemas.LEDGER_COLUMNS)}:"
+    if tables.exists(loc.privacy_ledger):
+        columns = tables.columns(loc.privacy_ledger)
+        if tuple(columns) != schemas.LEDGER_COLUMNS:
+            raise LedgerTampered(f"gold.privacy_ledger has columns {columns}, not {list(schemas.LEDGER_COLUMNS)}:"
                                  " it was not written by this version of dp-lakehouse; move it aside (the next run "
                                  "republishes it from silver.release_audit)")
-        actual = Counter(tuple(r) for r in ledger.collect())
+        actual = Counter(schemas.row(schemas.PRIVACY_LEDGER, r) for r in tables.rows(loc.privacy_ledger))
     extra = actual - expected
     if extra:
         example = dict(zip(schemas.LEDGER_COLUMNS, next(iter(extra))))
@@ -81,11 +82,16 @@ def check_ledger(spark: SparkSession, loc: Locations, state: AuditState, repair:
             f"{example['release_id']}, metric {example['metric']}, epsilon {example['epsilon']:.6g}): it was changed "
             "outside dp-lakehouse. Restore it (RESTORE TABLE ... TO VERSION AS OF, or move it aside to have it "
             "republished); nothing was released")
-    missing = list((expected - actual).elements())
-    if missing and repair:
+    return list((expected - actual).elements())
+
+
+def repair_ledger(spark: SparkSession, loc: Locations, state: AuditState) -> None:
+    """Republishes what gold.privacy_ledger is missing of the record (after a loss); refuses a
+    ledger with rows the record does not hold."""
+    missing = ledger_gap(SparkReader(spark), loc, state)
+    if missing:
         catalog.append(spark, loc.privacy_ledger, schemas.PRIVACY_LEDGER, missing)
         progress(f"gold.privacy_ledger was missing {len(missing)} row(s) of silver.release_audit: republished them")
-    return len(missing)
 
 
 # ------------------------------------------------------------------------------------------

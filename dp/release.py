@@ -31,6 +31,7 @@ from lakehouse.config import Config, Engine, MetricKind, Period
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
 from lakehouse.log import progress
+from lakehouse.readers import SparkReader
 from lakehouse.storage import Locations
 
 UTC = dt.timezone.utc
@@ -101,9 +102,9 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     if not catalog.table_exists(spark, loc.silver_sessions):
         raise LakehouseError(f"silver.sessions does not exist at {loc.silver_sessions}: run `lakehouse ingest` first")
     outcome = ReleaseOutcome(recovered=staging.recover(spark, loc, lease))
-    state = dp_budget.read_state(spark, loc, [loc.gold_table(m.name) for m in config.metrics])
+    state = dp_budget.read_state(SparkReader(spark), loc, [loc.gold_table(m.name) for m in config.metrics])
     lease.check("repairing gold.privacy_ledger")
-    dp_budget.check_ledger(spark, loc, state, repair=True)
+    dp_budget.repair_ledger(spark, loc, state)
     budgets = dp_metrics.metric_budgets(config.metrics, privacy)
     history = sources.silver_history(spark, loc.silver_sessions)
     latest = max(v for v, _ in history)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -77,8 +78,12 @@ def _decoder(kind: T.DataType):
 
 
 def read_staged(spark: SparkSession, loc: Locations, release_id: int) -> Tables:
+    return parse_staged(fs.read_text(spark, staged_file(loc, release_id)))
+
+
+def parse_staged(text: str) -> Tables:
     tables: Tables = {}
-    for table, body in json.loads(fs.read_text(spark, staged_file(loc, release_id)))["tables"].items():
+    for table, body in json.loads(text)["tables"].items():
         schema = T.StructType.fromJson(body["schema"])
         decode = [(f.name, _decoder(f.dataType)) for f in schema.fields]
         rows = [tuple(None if row[name] is None else fn(row[name]) for name, fn in decode) for row in body["rows"]]
@@ -86,13 +91,21 @@ def read_staged(spark: SparkSession, loc: Locations, release_id: int) -> Tables:
     return tables
 
 
+def audit_rows_of(tables: Tables) -> list[AuditRow]:
+    schema, values = tables.get(AUDIT, (None, []))
+    return [AuditRow.from_mapping(dict(zip(schema.names, v))) for v in values]
+
+
 def staged_audit_rows(spark: SparkSession, loc: Locations) -> list[AuditRow]:
     """The audit rows of releases staged but not published: spent, though not yet in the record."""
-    rows = []
-    for release_id in pending(spark, loc):
-        schema, values = read_staged(spark, loc, release_id).get(AUDIT, (None, []))
-        rows += [AuditRow.from_mapping(dict(zip(schema.names, v))) for v in values]
-    return rows
+    return [r for release_id in pending(spark, loc) for r in audit_rows_of(read_staged(spark, loc, release_id))]
+
+
+def local_staged_audit_rows(loc: Locations) -> list[AuditRow]:
+    """staged_audit_rows for a local lakehouse, without Spark."""
+    folder = Path(loc.release_staging)
+    files = sorted(folder.glob(f"{_PREFIX}*.json")) if folder.is_dir() else []
+    return [r for path in files for r in audit_rows_of(parse_staged(path.read_text()))]
 
 
 def publish(spark: SparkSession, loc: Locations, release_id: int, tables: Tables, lease: RunLease,

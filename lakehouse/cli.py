@@ -87,6 +87,30 @@ class Context:
         self._prepare_azure()
         return run_lock(self.loc, self.azure)
 
+    def require_lakehouse(self) -> None:
+        """Read-only commands on a root that holds no lakehouse (a mistyped --root) say so and
+        create nothing - rather than report an unspent budget or an empty table."""
+        from lakehouse import catalog, readers
+
+        loc = self.loc
+        tables = [loc.silver_sessions, loc.release_audit, loc.privacy_ledger]
+        if readers.local(*tables):
+            found = any(readers.LocalReader().exists(t) for t in tables)
+        else:
+            found = any(catalog.table_exists(self.spark, t) for t in tables)
+        if not found:
+            raise LakehouseError(f"no lakehouse at {loc.root or loc.silver}: neither {loc.silver_sessions} nor "
+                                 f"{loc.privacy_ledger} exists - check --root (or [storage] in {self.config.source}); "
+                                 "`lakehouse run` creates a lakehouse")
+
+    def require_bronze(self) -> None:
+        """A local Bronze folder must exist before anything is created (a mistyped --root)."""
+        bronze = self.loc.bronze
+        if not is_url(bronze) and not Path(bronze).is_dir():
+            raise LakehouseError(f"Bronze folder {bronze} does not exist: land event files there (`lakehouse "
+                                 "generate` or `lakehouse upload`), point --bronze or --root at it, or run `lakehouse "
+                                 "run --generate-if-empty N` for sample events")
+
 
 # ------------------------------------------------------------------------------------------
 # commands
@@ -115,6 +139,7 @@ def _ingest(ctx: Context, lease, counts: bool = False):
 
 
 def cmd_ingest(args, ctx: Context) -> int:
+    ctx.require_bronze()
     with ctx.lock() as lease:
         _ingest(ctx, lease, counts=args.counts)
     return 0
@@ -136,27 +161,34 @@ def _release(ctx: Context, lease, now: dt.datetime | None = None, silver_version
 
 
 def cmd_release(args, ctx: Context) -> int:
+    ctx.require_lakehouse()
     with ctx.lock() as lease:
         _release(ctx, lease, now=args.now, counts=args.counts)
     return 0
 
 
 def cmd_reprocess(args, ctx: Context) -> int:
+    ctx.require_lakehouse()
     with ctx.lock() as lease:
         _release(ctx, lease, now=args.now, silver_version=args.silver_version, period=args.period, counts=args.counts)
     return 0
 
 
 def _bronze_has_events(ctx: Context) -> bool:
+    import re
+
+    from streaming.ingest import BRONZE_NAME
+
     bronze = Path(ctx.loc.bronze)
-    patterns = ("*.json", "*.jsonl", "*.json.gz", "*.jsonl.gz")
-    return bronze.is_dir() and any(next(bronze.rglob(p), None) for p in patterns)
+    return bronze.is_dir() and any(re.match(BRONZE_NAME, p.name) for p in bronze.rglob("*") if p.is_file())
 
 
 SAMPLE_DAYS = 28
 
 
 def cmd_run(args, ctx: Context) -> int:
+    if not args.generate_if_empty:
+        ctx.require_bronze()
     with ctx.lock() as lease:
         if args.generate_if_empty:
             if is_url(ctx.loc.bronze):
@@ -212,22 +244,30 @@ def _show_gold(ctx: Context) -> None:
 
 
 def _budget_status(ctx: Context):
+    """From the restricted record: with delta-rs for a local lakehouse (no JVM: under a second),
+    through Spark for remote storage."""
     from dp import budget, staging
+    from lakehouse import readers
 
-    spark, loc = ctx.spark, ctx.loc
-    state = budget.read_state(spark, loc, [loc.gold_table(m.name) for m in ctx.config.metrics],
-                              staging.staged_audit_rows(spark, loc))
-    return budget.status(state, ctx.config, budget.check_ledger(spark, loc, state, repair=False))
+    loc = ctx.loc
+    if readers.local(loc.silver, loc.gold):
+        tables, staged = readers.LocalReader(), staging.local_staged_audit_rows(loc)
+    else:
+        tables, staged = readers.SparkReader(ctx.spark), staging.staged_audit_rows(ctx.spark, loc)
+    state = budget.read_state(tables, loc, [loc.gold_table(m.name) for m in ctx.config.metrics], staged)
+    return budget.status(state, ctx.config, len(budget.ledger_gap(tables, loc, state)))
 
 
 def cmd_sql(args, ctx: Context) -> int:
     from lakehouse import sql
 
+    ctx.require_lakehouse()
     sql.run_query(ctx.spark, ctx.loc, args.query, args.format, sys.stdout, limit=args.limit)
     return 0
 
 
 def cmd_budget(args, ctx: Context) -> int:
+    ctx.require_lakehouse()
     print(_budget_status(ctx).summary(recent=args.periods))
     return 0
 
@@ -235,6 +275,7 @@ def cmd_budget(args, ctx: Context) -> int:
 def cmd_report(args, ctx: Context) -> int:
     from lakehouse.report import write_report
 
+    ctx.require_lakehouse()
     for path in write_report(ctx.spark, ctx.config, ctx.loc, args.out, compare_raw=args.compare_raw):
         print(path)
     return 0
@@ -354,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reprocess", help="DP release over Silver as of version N (Delta time travel)",
                        description="Release the configured DP metrics again over silver.sessions as of version N "
-                       "(kind 'reprocess'): with a period, every closed period (or only --period), each spending "
+                       "(Delta time travel; kind 'reprocess'): with a period, every closed period (or only --period), each spending "
                        "its own period's budget once more against its cap - e.g. for sessions that arrived after "
                        "their period was released; with period \"none\", the whole table.", formatter_class=fmt)
     p.add_argument("--silver-version", type=_non_negative_int, required=True, metavar="N",
@@ -422,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     except (LakehouseError, ConfigError) as exc:
         if debug:
             traceback.print_exc()
+        if not isinstance(exc, ConfigError):
+            from lakehouse import jvm_process
+
+            jvm_process.mark_failed()
         print(f"lakehouse: error: {redact(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
@@ -430,10 +475,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, no traceback
         if debug:
             traceback.print_exc()
+        from pyspark import SparkContext
         from pyspark.errors import PySparkException
 
+        from lakehouse import jvm_process
+
+        jvm_process.mark_failed()
+        died = jvm_process.death_message(SparkContext._gateway) if SparkContext._gateway is not None else None
+        if died:
+            print(f"lakehouse: error: {died}", file=sys.stderr)
+            return 1
         kind = "Spark" if isinstance(exc, PySparkException) else type(exc).__name__
-        hint = "" if debug else " (LAKEHOUSE_DEBUG=1 shows the traceback)"
+        log = jvm_process.log_path()
+        hint = "" if debug else " (LAKEHOUSE_DEBUG=1 shows the traceback" + (f"; Spark's log: {log})" if log else ")")
         print(f"lakehouse: error: {kind}: {redact(spark_message(exc))}{hint}", file=sys.stderr)
         return 1
 

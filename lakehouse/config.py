@@ -79,6 +79,16 @@ ENUMS: dict[str, type[enum.StrEnum]] = {cls.__name__: cls for cls in (
     MetricKind, NoiseKind, Engine, PartitionSelection, Period, ReleaseMode)}
 
 
+MASTER_URL = re.compile(r"^(local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|local-cluster\[\d+,\d+,\d+\]"
+                        r"|spark://[^/:,\s]+:\d+(,[^/:,\s]+:\d+)*|yarn|k8s://\S+)$")
+MASTER_HELP = "local[*] (all cores), local[N], spark://HOST:PORT, yarn or k8s://https://HOST:PORT"
+
+
+def master_problem(url: str) -> str | None:
+    """Why `url` is not a Spark master URL Spark can use, or None."""
+    return None if MASTER_URL.match(url) else f"{url!r} is not a Spark master URL: use {MASTER_HELP}"
+
+
 class ConfigError(ValueError):
     """A configuration problem; the message names the file, the key and the fix."""
 
@@ -187,6 +197,9 @@ class Config:
         if bronze:
             storage = dataclasses.replace(storage, bronze=bronze)
         if master:
+            problem = master_problem(master)
+            if problem:
+                raise ConfigError(f"--master: {problem}")
             spark = dataclasses.replace(spark, master=master)
         return dataclasses.replace(self, storage=storage, spark=spark)
 
@@ -355,8 +368,8 @@ def _validate(config: Config, where: _Where) -> None:
     if not s.root and not (s.silver and s.gold):
         raise where.error("storage.root", "is empty: set storage.root, or both storage.silver and storage.gold")
     sp = config.spark
-    if not sp.master:
-        raise where.error("spark.master", "must not be empty (e.g. local[*] or spark://host:7077)")
+    if master_problem(sp.master):
+        raise where.error("spark.master", master_problem(sp.master))
     if sp.shuffle_partitions < 1:
         raise where.error("spark.shuffle_partitions", f"must be >= 1, got {sp.shuffle_partitions}")
     if sp.log_level.upper() not in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"):

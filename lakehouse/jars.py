@@ -66,7 +66,7 @@ def jars_dir() -> Path:
 
 
 JVM_SOURCES = Path(__file__).with_name("jvm")
-IDENTITY_JAR = "lakehouse-azure-identity.jar"
+JVM_JAR = "lakehouse-jvm.jar"  # our own classes: the Container Apps token provider, the Bronze file check
 
 
 def _sources_digest() -> str:
@@ -95,20 +95,19 @@ def resolved_jars(directory: Path | None = None) -> list[str] | None:
     return jars
 
 
-def build_identity_jar(directory: Path, classpath: list[Path]) -> Path | None:
-    """Compiles lakehouse/jvm/*.java (the Container Apps managed-identity token provider for ABFS)
-    against the resolved hadoop-azure jar. Needs a JDK; without javac it is skipped with a warning
-    (only `[azure] auth = "msi"` on Container Apps needs it)."""
+def build_jvm_jar(directory: Path, classpath: list[Path]) -> Path:
+    """Compiles lakehouse/jvm/*.java (the Container Apps managed-identity token provider for ABFS,
+    the Bronze file check of the ingest) against Spark's and the resolved jars. Needs a JDK."""
     javac = shutil.which("javac")
     if javac is None:
-        print("warning: no javac (a JDK): the Container Apps managed-identity provider is not built", file=sys.stderr)
-        return None
+        raise RuntimeError("no javac: dp-lakehouse compiles a few classes of its own (lakehouse/jvm) and needs a "
+                           "JDK 17+ (e.g. apt-get install openjdk-17-jdk-headless), not only a JRE")
     pyspark_jars = Path(pyspark.__file__).parent / "jars"
     with tempfile.TemporaryDirectory() as classes:
         subprocess.run([javac, "--release", "17", "-nowarn", "-d", classes,
                         "-cp", os.pathsep.join([str(pyspark_jars / "*"), *map(str, classpath)]),
                         *map(str, sorted(JVM_SOURCES.glob("*.java")))], check=True)
-        jar = directory / IDENTITY_JAR
+        jar = directory / JVM_JAR
         with zipfile.ZipFile(jar, "w", zipfile.ZIP_DEFLATED) as zf:  # a jar is a zip with a manifest
             zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: dp-lakehouse\n")
             for path in sorted(Path(classes).rglob("*.class")):
@@ -123,13 +122,22 @@ def resolve(directory: Path) -> list[str]:
     directory = directory.resolve()
     ivy = directory / "ivy"
     packages = required_packages()
-    print(f"resolving {', '.join(packages)} from Maven Central into {ivy} ...", file=sys.stderr)
-    spark = (SparkSession.builder.master("local[1]").appName("lakehouse-resolve-jars")
-             .config("spark.jars.packages", ",".join(packages))
-             .config("spark.jars.ivy", str(ivy))
-             .config("spark.jars.excludes", ",".join(EXCLUDES))
-             .config("spark.ui.enabled", "false")
-             .getOrCreate())
+    print(f"resolving {', '.join(packages)} from Maven Central into {ivy} (about a minute the first time) ...",
+          file=sys.stderr)
+    from pyspark import SparkConf, SparkContext
+
+    from lakehouse import jvm_process
+
+    from lakehouse.spark import LOG4J, bind_loopback_if_local
+
+    bind_loopback_if_local("local[1]")
+    conf = (SparkConf().setMaster("local[1]").setAppName("lakehouse-resolve-jars")
+            .set("spark.jars.packages", ",".join(packages)).set("spark.jars.ivy", str(ivy))
+            .set("spark.jars.excludes", ",".join(EXCLUDES)).set("spark.ui.enabled", "false")
+            .set("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{LOG4J}"))
+    SparkContext._ensure_initialized(gateway=jvm_process.launch(conf))  # Ivy's chatter goes to the log only
+    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
     try:
         listed = spark.sparkContext.getConf().get("spark.jars", "")
     finally:
@@ -137,9 +145,7 @@ def resolve(directory: Path) -> list[str]:
     jars = [Path(j.removeprefix("file://").removeprefix("file:")) for j in listed.split(",") if j]
     if not jars:
         raise RuntimeError("Spark resolved no jars; see the Ivy output above")
-    identity = build_identity_jar(directory, jars)
-    if identity is not None:
-        jars.append(identity)
+    jars.append(build_jvm_jar(directory, jars))
     rel = [str(j.resolve().relative_to(directory)) for j in jars]
     (directory / MANIFEST).write_text(json.dumps({**_manifest_key(), "jars": rel}, indent=2) + "\n")
     print(f"{len(rel)} jars ready in {ivy / 'jars'}", file=sys.stderr)

@@ -58,6 +58,21 @@ def executed_plan_text(df: DataFrame) -> str:
     return str(df._jdf.queryExecution().executedPlan().toString())
 
 
+def check_file(spark: SparkSession, path: str, keep: int) -> tuple[str, bytes] | None:
+    """None if the file reads to its end through Hadoop's codec for its name; else (cause, the first
+    `keep` bytes that could be read). (lakehouse/jvm/BronzeFile.java)"""
+    problem = spark.sparkContext._jvm.dplakehouse.BronzeFile.check(
+        spark.sparkContext._jsc.hadoopConfiguration(), path, keep)
+    return None if problem is None else (str(problem[0]), bytes(problem[1]))
+
+
+def scan_files(spark: SparkSession, directory: str, event_name: str) -> tuple[int, list[str]]:
+    """(how many visible files under `directory` match the regex `event_name`, the others' paths)."""
+    events, ignored = spark.sparkContext._jvm.dplakehouse.BronzeFile.scan(
+        spark.sparkContext._jsc.hadoopConfiguration(), directory, event_name)
+    return int(events), [str(p) for p in ignored]
+
+
 def free_local_checkpoint(df: DataFrame) -> None:
     """Frees a local checkpoint's blocks now rather than at the next JVM garbage collection."""
     df._jdf.queryExecution().analyzed().rdd().unpersist(False)

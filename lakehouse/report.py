@@ -61,15 +61,15 @@ def gold_points(spark: SparkSession, loc: Locations, metric: MetricConfig) -> li
 
 def robust_limits(values: list[float], sigmas: list[float], bounds: tuple[float, float] | None = None
                   ) -> tuple[float, float]:
-    """y-limits that show every value and the +-2 sigma band of the typical one: the band's ends
-    are taken at their 5th / 95th percentiles (a few enormous sigmas do not stretch the axis), the
-    values themselves always fit, and a MEAN stays within its bounds."""
+    """y-limits that show every value and the +-2 sigma band of the typical one: each sigma counts
+    at most 3x the median sigma (a few enormous ones do not stretch the axis; their bands are cut at
+    its edge), the values themselves always fit, and a MEAN stays within its bounds."""
     if not values:
         return 0.0, 1.0
-    lows = sorted(v - 2 * s for v, s in zip(values, sigmas))
-    highs = sorted(v + 2 * s for v, s in zip(values, sigmas))
-    pick = lambda xs, q: xs[min(len(xs) - 1, max(0, int(q * (len(xs) - 1) + 0.5)))]  # noqa: E731
-    lo, hi = min(min(values), pick(lows, 0.05)), max(max(values), pick(highs, 0.95))
+    typical = sorted(sigmas)[len(sigmas) // 2] if sigmas else 0.0
+    capped = [min(s, 3 * typical) for s in sigmas]
+    lo = min(min(values), min(v - 2 * s for v, s in zip(values, capped)))
+    hi = max(max(values), max(v + 2 * s for v, s in zip(values, capped)))
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:

@@ -7,13 +7,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pyspark.errors import PySparkRuntimeError
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from lakehouse import jars
+from lakehouse import jars, jvm_process
 from lakehouse.config import Config
-from lakehouse.errors import LakehouseError
-from lakehouse.log import warn
+from lakehouse.log import progress, warn
 
 LOG4J = Path(__file__).with_name("log4j2.properties")
 # Spark redacts matching config keys in the UI, event logs and our error output.
@@ -85,25 +84,19 @@ def bind_loopback_if_local(master: str) -> None:
 
 
 def get_spark(config: Config) -> SparkSession:
-    """The active session if there is one (tests share one), else a new one from the config."""
+    """The active session if there is one (tests share one), else a new one from the config, its
+    JVM started by lakehouse.jvm_process (output filtered and logged, failures explained)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     # Python workers must run this interpreter: the venv holds pipeline_dp, not the system python3.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     bind_loopback_if_local(config.spark.master)
-    builder = SparkSession.builder.master(config.spark.master)
-    for key, value in session_conf(config).items():
-        builder = builder.config(key, value)
-    try:
-        spark = builder.getOrCreate()
-    except PySparkRuntimeError as exc:
-        if "JAVA_GATEWAY_EXITED" in str(exc):
-            raise LakehouseError(
-                "Spark's JVM exited before it started (its own error is printed above): check that "
-                "`java -version` is 17 or newer and that `make setup` resolved the jars into "
-                f"{jars.jars_dir()}") from None
-        raise
+    conf = SparkConf().setMaster(config.spark.master).setAll(list(session_conf(config).items()))
+    if SparkContext._gateway is None:
+        progress(f"starting Spark ({config.spark.master}; about 10 s)")
+        SparkContext._ensure_initialized(gateway=jvm_process.launch(conf))
+    spark = SparkSession.builder.config(conf=conf).getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level.upper())
     _quiet_pyspark_error_loggers()
     return spark

@@ -27,17 +27,17 @@ from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.errors import StreamingQueryException
+from pyspark.sql import functions as F
 
-from lakehouse import catalog, failpoints, fs
+from lakehouse import catalog, failpoints, fs, jvm_bridge, schemas
 from lakehouse.config import Config
 from lakehouse.errors import LakehouseError, spark_message
-from lakehouse.log import progress, warn
 from lakehouse.jvm_bridge import free_local_checkpoint
 from lakehouse.lock import RunLease
-from lakehouse.storage import Locations, is_url, join
-from streaming import transform
+from lakehouse.log import progress, warn
+from lakehouse.storage import Locations, is_url
+from streaming import checkpoint, transform
 
 PSEUDONYM_KEY_ENV = "LAKEHOUSE_PSEUDONYM_KEY"
 LOCAL_DEFAULT_KEY = b"dp-lakehouse-local-default-pseudonym-key"
@@ -45,7 +45,9 @@ FINGERPRINT_PROPERTY = "lakehouse.pseudonymKeyFingerprint"
 # How session_id is made; a table without it was built when session_id held the raw visitor id.
 SESSION_ID_PROPERTY = "lakehouse.sessionIdScheme"
 SESSION_ID_SCHEME = "hmac-sha256(fullVisitorId/visitId)"
-BRONZE_GLOB = "*.{json,jsonl,json.gz,jsonl.gz}"
+EVENT_SUFFIXES = ("json", "jsonl", "ndjson")  # each optionally .gz
+BRONZE_GLOB = "*.{" + ",".join(f"{s},{s}.gz" for s in EVENT_SUFFIXES) + "}"
+BRONZE_NAME = r"^[^._].*\.(" + "|".join(EVENT_SUFFIXES) + r")(\.gz)?$"  # hidden (. or _) names are never read
 
 
 @dataclass
@@ -118,13 +120,27 @@ def bronze_stream(spark: SparkSession, bronze: str, max_files_per_trigger: int) 
     return (spark.readStream.format("text")
             .option("maxFilesPerTrigger", max_files_per_trigger)
             .option("pathGlobFilter", BRONZE_GLOB)
+            # a file that fails mid-read (truncated .gz) must not fail the batch: the writer found it
+            # beforehand (BronzeFile.check) and quarantines it as a whole, dropping its partial lines
+            .option("ignoreCorruptFiles", "true")
             .option("recursiveFileLookup", "true")
             .load(bronze)
             .select("value", F.col("_metadata.file_path").alias("source_file")))
 
 
+# What an unreadable file's one quarantine row keeps of the bytes that could be read before the error.
+UNREADABLE_PREFIX_BYTES = 64 * 1024
+NOT_JSON_LINES_HINT = ("Bronze expects JSON Lines - one JSON object per line; a JSON array or pretty-printed "
+                       "JSON must be converted first, e.g. `jq -c '.[]' FILE > FILE.jsonl`")
+
+
+def local_path(uri: str) -> str:
+    """The file source logs file:///x; rows carry _metadata.file_path file:/x (Hadoop's Path form)."""
+    return "file:/" + uri.removeprefix("file:").lstrip("/") if uri.startswith("file:") else uri
+
+
 class SilverBatchWriter:
-    """The foreachBatch function: validate, MERGE sessions, append quarantine, count."""
+    """The foreachBatch function: check the files, validate, MERGE sessions, append quarantine, count."""
 
     def __init__(self, spark: SparkSession, loc: Locations, key: bytes, dedupe_window_hours: int,
                  show_counts: bool = False, lease: RunLease | None = None):
@@ -136,9 +152,22 @@ class SilverBatchWriter:
         self.window = dt.timedelta(hours=dedupe_window_hours)
         self.result = IngestResult()
         self.error: LakehouseError | None = None
-        self.unfinished_batch = _unfinished_batch(spark, loc.ingest_checkpoint)
+        self._batch_files = 0
+        self.unfinished_batch = checkpoint.unfinished_batch(spark, loc.ingest_checkpoint)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        try:
+            self._batch(batch, batch_id)
+        except LakehouseError as exc:  # the stream wraps it; ingest() raises it as it was (exit code included)
+            self.error = exc
+            raise
+
+    def _batch(self, batch: DataFrame, batch_id: int) -> None:
+        files = checkpoint.batch_files(self.spark, self.loc.ingest_checkpoint, batch_id)
+        self._batch_files = len(files)
+        unreadable = self._unreadable(files)
+        if unreadable:  # their partial lines go nowhere: the file is quarantined as a whole
+            batch = batch.where(~F.col("source_file").isin(*unreadable))
         # The batch is parsed once and kept (in executor memory, spilling to disk) for its uses:
         # counts, the MERGE (its dedupe reads it several times), the quarantine append.
         # A local checkpoint cuts the plan, so Delta's MERGE cannot re-plan it into a second JSON
@@ -148,17 +177,28 @@ class SilverBatchWriter:
         candidates = transform.bronze_to_silver(batch, self.key).localCheckpoint(
             eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK_DESER)
         try:
-            self._write(candidates, batch_id)
-        except LakehouseError as exc:  # the stream wraps it; ingest() raises it as it was (exit code included)
-            self.error = exc
-            raise
+            self._write(candidates, batch_id, unreadable)
         finally:
             try:
                 free_local_checkpoint(candidates)
             except Py4JJavaError:  # only an optimisation: Spark's cleaner frees it at the next GC
                 pass
+        self.result.files_read += len(files)
 
-    def _write(self, candidates: DataFrame, batch_id: int) -> None:
+    def _unreadable(self, files: list[str]) -> dict[str, tuple[str, str]]:
+        """source_file -> (reason, what could be read) for every file of the batch that cannot be
+        read to its end through its codec (a truncated .gz, a file deleted since it was listed)."""
+        out = {}
+        for uri in files:
+            problem = jvm_bridge.check_file(self.spark, uri, UNREADABLE_PREFIX_BYTES)
+            if problem is not None:
+                cause, prefix = problem[0], problem[1].decode("utf-8", errors="replace")
+                out[local_path(uri)] = (f"unreadable_file: {cause}", prefix)
+                warn(f"{local_path(uri)} cannot be read ({cause}): quarantined as a whole; the rest of its "
+                     "batch goes on")
+        return out
+
+    def _write(self, candidates: DataFrame, batch_id: int, unreadable: dict[str, tuple[str, str]]) -> None:
         stats = candidates.agg(
             F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
             F.count(F.when(F.col("reason").isNotNull(), 1)).alias("bad"),
@@ -171,8 +211,17 @@ class SilverBatchWriter:
             inserted = self._merge(transform.dedupe_sessions(transform.valid_sessions(candidates)),
                                    stats["lo"], stats["hi"])
         failpoints.reached("ingest-after-merge")
-        if stats["bad"]:
+        bad_rows = stats["bad"] + len(unreadable)
+        if bad_rows:
             bad = transform.quarantined(candidates)
+            if unreadable:
+                now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                whole = [schemas.row(schemas.SILVER_QUARANTINE, {"source_file": path, "raw": prefix, "reason": reason,
+                                                                 "ingested_at": now})
+                         for path, (reason, prefix) in unreadable.items()]
+                bad = bad.unionByName(self.spark.createDataFrame(whole, schemas.SILVER_QUARANTINE))
+            if stats["bad"]:
+                self._hint_json_lines(candidates)
             if not (batch_id == self.unfinished_batch and self._quarantined_before(bad)):
                 self.lease.check(f"appending ingest batch {batch_id} to silver.quarantine")
                 # A plain append: Delta's idempotent one (txnAppId) rebuilds the table's snapshot
@@ -183,13 +232,24 @@ class SilverBatchWriter:
         r.batches += 1
         r.batch_ids.append(batch_id)
         r.rows_ingested += inserted
-        r.rows_quarantined += stats["bad"]
+        r.rows_quarantined += bad_rows
         r.duplicates_skipped += stats["valid"] - inserted
         if batch_id == self.unfinished_batch and stats["valid"] and not inserted:
             r.replayed.append(batch_id)
         detail = (f": {stats['valid'] + stats['bad']} lines -> {inserted} new sessions, "
-                  f"{stats['valid'] - inserted} duplicates, {stats['bad']} quarantined" if self.show_counts else "")
-        progress(f"ingest batch {batch_id} committed{detail}")
+                  f"{stats['valid'] - inserted} duplicates, {bad_rows} quarantined" if self.show_counts else "")
+        progress(f"ingest batch {batch_id} committed{detail} ({r.files_read + self._batch_files} files so far)")
+
+    def _hint_json_lines(self, candidates: DataFrame) -> None:
+        """Once per file whose lines are all not_json: the likely cause is a JSON array or
+        pretty-printed JSON, not broken records."""
+        per_file = (candidates.groupBy("source_file")
+                    .agg(F.count(F.when(F.col("reason").startswith("not_json"), 1)).alias("not_json"),
+                         F.count(F.when(F.col("reason").isNull() | ~F.col("reason").startswith("not_json"), 1))
+                         .alias("other"))
+                    .where((F.col("not_json") > 0) & (F.col("other") == 0)).select("source_file").collect())
+        for row in per_file:
+            warn(f"{row['source_file']}: no line is a JSON object (all quarantined as not_json): {NOT_JSON_LINES_HINT}")
 
     def _quarantined_before(self, bad: DataFrame) -> bool:
         """Whether the first run of this (replayed) batch already committed its quarantine append."""
@@ -210,24 +270,6 @@ class SilverBatchWriter:
         return int(metrics.first()["num_inserted_rows"])
 
 
-def _unfinished_batch(spark: SparkSession, checkpoint: str) -> int | None:
-    """The micro-batch a crash left planned (in the checkpoint's offsets/) but not committed (in
-    commits/): the stream re-runs it under the same id, and some of its writes may have landed."""
-    def last(log: str) -> int:
-        return max((int(n) for n in fs.list_names(spark, join(checkpoint, log)) if n.isdigit()), default=-1)
-    planned = last("offsets")
-    return planned if planned > last("commits") else None
-
-
-def _files_in_batches(spark: SparkSession, checkpoint: str, batch_ids: list[int]) -> int:
-    """Distinct Bronze files the file source assigned to these batches (its log, empty files too)."""
-    if not batch_ids:
-        return 0
-    log = spark.read.text(join(checkpoint, "sources", "0")).where(F.col("value").startswith("{"))
-    entries = log.select(F.from_json("value", "path string, batchId long").alias("e")).select("e.*")
-    return entries.where(F.col("batchId").isin(batch_ids)).select("path").distinct().count()
-
-
 def silver_properties(fingerprint: str) -> dict[str, str]:
     return {FINGERPRINT_PROPERTY: fingerprint, SESSION_ID_PROPERTY: SESSION_ID_SCHEME}
 
@@ -242,9 +284,15 @@ def ingest(spark: SparkSession, config: Config, loc: Locations, show_counts: boo
     fingerprint = key_fingerprint(key)
     catalog.ensure_silver_tables(spark, loc, silver_properties(fingerprint))
     _check_silver(spark, loc, fingerprint)
+    events, ignored = jvm_bridge.scan_files(spark, loc.bronze, BRONZE_NAME)
+    progress(f"ingest: {events} event files in {loc.bronze}; the checkpoint ({loc.ingest_checkpoint}) decides which "
+             "are new")
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        warn(f"Bronze holds {len(ignored)} file(s) that are not event files and are not read (event files are "
+             f"*.json, *.jsonl or *.ndjson, optionally .gz): {shown}")
     writer = SilverBatchWriter(spark, loc, key, config.ingest.dedupe_window_hours, show_counts, lease)
     writer.result.silver_version_before = catalog.latest_version(spark, loc.silver_sessions)
-    progress(f"ingest: {loc.bronze} -> {loc.silver_sessions} (checkpoint {loc.ingest_checkpoint})")
     query = (bronze_stream(spark, loc.bronze, config.ingest.max_files_per_trigger)
              .writeStream.foreachBatch(writer)
              .option("checkpointLocation", loc.ingest_checkpoint)
@@ -257,6 +305,5 @@ def ingest(spark: SparkSession, config: Config, loc: Locations, show_counts: boo
             raise writer.error from exc
         raise LakehouseError(f"ingest stream failed: {spark_message(exc)}") from exc
     result = writer.result
-    result.files_read = _files_in_batches(spark, loc.ingest_checkpoint, result.batch_ids)
     result.silver_version = catalog.latest_version(spark, loc.silver_sessions)
     return result

@@ -94,6 +94,11 @@ def _typed(parsed: DataFrame) -> DataFrame:
     rec = F.col("rec")
     columns = [
         "raw", "source_file",
+        F.is_valid_utf8("raw").alias("_utf8"),
+        # exactly one JSON value: '[' line ']' is a valid array of one element; a trailing '}' or
+        # word, or a second object, makes it invalid (null) or longer. (from_json stops after the
+        # first object and ignores what follows.)
+        (F.json_array_length(F.concat(F.lit("["), "raw", F.lit("]"))) == 1).alias("_one_value"),
         rec.isNull().alias("_no_record"),
         rec[CORRUPT_COLUMN].isNotNull().alias("_corrupt"),
         (rec["fullVisitorId"].isNull() & rec["visitId"].isNull() & rec["device"].isNull() & rec["geoNetwork"].isNull()
@@ -119,8 +124,11 @@ def _shown(raw: Column) -> Column:
 def _reason() -> Column:
     """Step 2: null for a valid session, else the first problem as ``<code>: <detail>``."""
     problems: list[tuple[Column, Column]] = [
+        (~F.col("_utf8"), F.lit("not_utf8: the line is not valid UTF-8 (Bronze files must be UTF-8 encoded)")),
         (F.col("_no_record") | (F.col("_corrupt") & F.col("_nothing_parsed")),
          F.lit("not_json: the line is not a JSON object")),
+        (~F.coalesce(F.col("_one_value"), F.lit(False)),
+         F.lit("not_json: the line holds more than one JSON object, or characters after it")),
         (F.col("_corrupt"), F.lit("wrong_type: device, geoNetwork and totals must be JSON objects")),
         (F.col("_visitor").isNull() | (F.col("_visitor") == ""), F.lit("missing_field: fullVisitorId")),
         (~F.col("_visitor").rlike(VISITOR_ID_PATTERN),
@@ -145,7 +153,9 @@ def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column
     """Raw lines -> one row per line with every Silver column plus ``reason`` and ``raw``.
 
     ``reason`` is null for a valid session and names the first problem otherwise, as
-    ``<code>: <detail>`` with code one of not_json, wrong_type, missing_field, bad_value, out_of_range.
+    ``<code>: <detail>`` with code one of not_utf8, not_json, wrong_type, missing_field, bad_value,
+    out_of_range. (Whole files that cannot be read are quarantined by streaming.ingest as
+    unreadable_file.)
     ``raw`` is the original line for a quarantined row and null for a valid one (which needs no copy).
     """
     ingested_at = ingested_at if ingested_at is not None else F.current_timestamp()

@@ -116,6 +116,8 @@ def test_a_fresh_process_shows_gold_tables_and_refuses_a_write(released):
     show = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "sql", "SHOW TABLES IN gold", "--format", "csv")
     out, err = show.communicate(timeout=300)
     assert show.returncode == 0, err
+    # a fresh process prints only what a user needs: no JVM start-up chatter
+    assert "incubator" not in err and "log4j" not in err and "SLF4J" not in err, err
     names = {line.split(",")[1] for line in out.splitlines()[1:]}
     assert names == {"privacy_ledger", "sessions_per_continent", "avg_session_duration_per_device",
                      "sessions_per_country"}

@@ -242,7 +242,8 @@ def test_a_cap_refuses_and_writes_nothing(spark, root, tmp_path, caps, limit):
 
 def test_release_before_ingest_is_a_clear_error(root, conf):
     r = cli(conf, root, "release")
-    assert r.code == 1 and "run `lakehouse ingest` first" in r.error
+    assert r.code == 1 and "no lakehouse at" in r.error and "`lakehouse run` creates a lakehouse" in r.error
+    assert not root.exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,86 @@
+package dplakehouse;
+
+import java.io.ByteArrayOutputStream;
+import java.io.InputStream;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.regex.Pattern;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.LocatedFileStatus;
+import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.fs.RemoteIterator;
+import org.apache.hadoop.io.compress.CompressionCodec;
+import org.apache.hadoop.io.compress.CompressionCodecFactory;
+
+/**
+ * Reads one Bronze file to its end the way Spark's text source will (through Hadoop's codec for its
+ * name, e.g. gzip for *.gz), so that a file that cannot be read - truncated, corrupt, gone - is found
+ * before the micro-batch reads it, and quarantined as a whole instead of failing the stream.
+ */
+public final class BronzeFile {
+  private BronzeFile() {
+  }
+
+  /**
+   * Returns null when the file reads to its end; otherwise {cause, prefix}: the error's class and
+   * message, and up to {@code keep} bytes of what could be read before it.
+   */
+  public static Object[] check(Configuration conf, String path, int keep) {
+    ByteArrayOutputStream prefix = new ByteArrayOutputStream();
+    try {
+      Path file = new Path(path);
+      FileSystem fs = file.getFileSystem(conf);
+      CompressionCodec codec = new CompressionCodecFactory(conf).getCodec(file);
+      try (InputStream raw = fs.open(file);
+         InputStream in = codec == null ? raw : codec.createInputStream(raw)) {
+        byte[] buffer = new byte[1 << 16];
+        int n;
+        while ((n = in.read(buffer)) >= 0) {
+          int room = keep - prefix.size();
+          if (room > 0) {
+            prefix.write(buffer, 0, Math.min(room, n));
+          }
+        }
+      }
+      return null;
+    } catch (Exception e) {
+      String message = e.getMessage() == null ? "" : ": " + e.getMessage().split("\n", 2)[0];
+      return new Object[] {e.getClass().getSimpleName() + message, prefix.toByteArray()};
+    }
+  }
+
+  /**
+   * Lists the visible files under {@code dir} (recursively; like Spark's file index, a name starting
+   * with "." or "_" hides itself and everything under it): {number of event files (names matching
+   * {@code eventName}), the other files' paths relative to {@code dir} - the files the stream ignores}.
+   */
+  public static Object[] scan(Configuration conf, String dir, String eventName) throws Exception {
+    Path root = new Path(dir);
+    FileSystem fs = root.getFileSystem(conf);
+    Pattern event = Pattern.compile(eventName);
+    List<String> ignored = new ArrayList<>();
+    int events = 0;
+    if (!fs.exists(root)) {
+      return new Object[] {0, new String[0]};
+    }
+    String prefix = fs.makeQualified(root).toString().replaceAll("/+$", "") + "/";
+    RemoteIterator<LocatedFileStatus> files = fs.listFiles(root, true);
+    while (files.hasNext()) {
+      String path = files.next().getPath().toString();
+      String relative = path.startsWith(prefix) ? path.substring(prefix.length()) : path;
+      boolean hidden = false;
+      for (String part : relative.split("/")) {
+        hidden |= part.startsWith(".") || part.startsWith("_");
+      }
+      String name = relative.substring(relative.lastIndexOf('/') + 1);
+      if (!hidden && event.matcher(name).matches()) {
+        events++;
+      } else if (!hidden) {
+        ignored.add(relative);
+      }
+    }
+    return new Object[] {events, ignored.toArray(new String[0])};
+  }
+}

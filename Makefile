@@ -10,7 +10,7 @@ AZURITE_PID := $(AZURITE_DIR)/azurite.pid
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup run test bench bench-smoke azurite azurite-stop lint image image-test clean distclean
+.PHONY: setup run test unit bench bench-smoke azurite azurite-stop lint image image-test clean distclean
 
 setup: $(VENV)/.installed $(JARS)/manifest.json node_modules/.installed
 
@@ -36,8 +36,12 @@ run: $(VENV)/.installed $(JARS)/manifest.json
 
 # Two workers, each with its own Spark session: the suite is mostly JVM warm-up and subprocess
 # waits, which overlap well on two cores.
-test: setup
+# Lint first (seconds), then every test. `make unit` is the fast inner loop: tests/unit only.
+test: setup lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+unit: setup
+	$(BIN)/python -m pytest -q tests/unit
 
 bench: setup
 	$(BIN)/python -m bench
@@ -68,6 +72,8 @@ azurite-stop:
 	else echo "azurite not running"; fi
 
 lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/shellcheck --external-sources deploy/*.sh .ci/run
 

@@ -6,7 +6,6 @@ import os
 import threading
 from pathlib import Path
 
-
 PF_FORKNOEXEC = 0x40  # kernel task flag: forked and not (yet) replaced by exec
 
 
@@ -64,7 +63,7 @@ class PeakRss:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self.peak = tree_rss_bytes(os.getpid())
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

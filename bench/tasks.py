@@ -10,6 +10,7 @@ import shutil
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -18,10 +19,10 @@ from pyspark.sql import types as T
 
 from bench.rss import PeakRss
 from dp.release import release_dp_metrics
-from dp.sources import new_rows
 from lakehouse import catalog
 from lakehouse.config import Config, MetricConfig, Period, PrivacyConfig, StorageConfig
 from lakehouse.schemas import SILVER_SESSIONS as SILVER_SESSIONS_SCHEMA
+from lakehouse.silver import new_rows
 from lakehouse.storage import Locations, join
 from streaming.ingest import ingest, key_fingerprint, pseudonym_key, silver_properties
 from streaming.schema import BRONZE_SCHEMA, SILVER_COLUMNS
@@ -93,9 +94,9 @@ def ingest_vs_plain(spark: SparkSession, bronze: str, warmup_bronze: str, work: 
     with PeakRss() as rss:
         for i in range(reps):
             config, loc = config_for(work / f"ingest{i}", bronze=bronze)
-            ingest_times.append(timed(lambda: ingest(spark, config, loc)))
-    plain_times = [timed(lambda: plain_json_to_parquet(spark, bronze, work / f"plain{i}.parquet")) for i in range(reps)]
-    floor_times = [timed(lambda: ingest_floor(spark, bronze, work / f"floor{i}")) for i in range(reps)]
+            ingest_times.append(timed(partial(ingest, spark, config, loc)))
+    plain_times = [timed(partial(plain_json_to_parquet, spark, bronze, work / f"plain{i}.parquet")) for i in range(reps)]
+    floor_times = [timed(partial(ingest_floor, spark, bronze, work / f"floor{i}")) for i in range(reps)]
     rows = spark.read.format("delta").load(loc.silver_sessions).count()
     return {"ingest": summary(ingest_times), "plain": summary(plain_times), "floor": summary(floor_times),
             "ingest_peak_rss_mb": rss.peak_mb, "silver_rows": rows, "silver_root": str(work / f"ingest{reps - 1}")}
@@ -154,11 +155,11 @@ def release_vs_plain(spark: SparkSession, silver_root: str, work: str, reps: int
     release_times = []
     with PeakRss() as rss:
         for i in range(reps):
-            release_times.append(timed(lambda: release_into(work / f"gold{i}")))
+            release_times.append(timed(partial(release_into, work / f"gold{i}")))
     plain_times = [timed(lambda: plain_aggregate(spark, loc.silver_sessions)) for _ in range(reps)]
     # after the release's peak RSS is taken: the floor is a separate measurement
     release_floor(spark, loc.silver_sessions, work / "floor-warmup", config.metrics)
-    floor_times = [timed(lambda: release_floor(spark, loc.silver_sessions, work / f"floor{i}", config.metrics))
+    floor_times = [timed(partial(release_floor, spark, loc.silver_sessions, work / f"floor{i}", config.metrics))
                    for i in range(reps)]
     out = {"release": summary(release_times), "plain": summary(plain_times), "floor": summary(floor_times),
            "release_peak_rss_mb": rss.peak_mb}
@@ -181,7 +182,7 @@ def synthesize_silver(spark: SparkSession, loc: Locations, rows: int, end: dt.da
     key = pseudonym_key(loc)
     catalog.ensure_silver_tables(spark, loc, silver_properties(key_fingerprint(key)))
     span = int(rows / 1_000_000 * 365 * 86_400)
-    t_end = int(dt.datetime(end.year, end.month, end.day, tzinfo=dt.timezone.utc).timestamp())
+    t_end = int(dt.datetime(end.year, end.month, end.day, tzinfo=dt.UTC).timestamp())
     users = max(1, int(rows / 2.2))
     pick = lambda values, salt: F.element_at(F.array(*map(F.lit, values)),  # noqa: E731
                                              (F.pmod(F.hash("id", F.lit(salt)), F.lit(len(values))) + 1).cast("int"))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from dp import periods as P
 from dp.plan import AuditRow, AuditState, ReleaseKind
 from lakehouse import catalog, schemas
+from lakehouse import periods as P
 from lakehouse.config import Config, Period
 from lakehouse.errors import LakehouseError, spark_message
 from lakehouse.log import progress
@@ -46,7 +46,7 @@ def read_state(tables: TableReader, loc: Locations, gold_tables: list[str],
         return AuditState(tuple(staged_rows))
     try:
         rows = [AuditRow.from_mapping(r) for r in tables.rows(loc.release_audit)]
-    except Exception as exc:  # noqa: BLE001 - any failure to read the record stops the run (never "0 spent")
+    except Exception as exc:
         raise catalog.StorageError(f"cannot read silver.release_audit ({loc.release_audit}), the record of the "
                                    f"privacy spend: {spark_message(exc)}; nothing was released") from exc
     recorded = {r.release_id for r in rows}
@@ -76,7 +76,7 @@ def ledger_gap(tables: TableReader, loc: Locations, state: AuditState) -> list[t
         actual = Counter(schemas.row(schemas.PRIVACY_LEDGER, r) for r in tables.rows(loc.privacy_ledger))
     extra = actual - expected
     if extra:
-        example = dict(zip(schemas.LEDGER_COLUMNS, next(iter(extra))))
+        example = dict(zip(schemas.LEDGER_COLUMNS, next(iter(extra)), strict=True))
         raise LedgerTampered(
             f"gold.privacy_ledger holds {sum(extra.values())} row(s) that silver.release_audit does not (e.g. release "
             f"{example['release_id']}, metric {example['metric']}, epsilon {example['epsilon']:.6g}): it was changed "
@@ -149,7 +149,7 @@ class BudgetStatus:
             if periods:
                 lines.append(f"{'period':<12} {'epsilon':>9} {'cap':>6} {'delta':>9} {'cap':>8} {'releases':>8}")
                 for s in periods[:recent]:
-                    lines.append(f"{s.period_start.isoformat():<12} {s.epsilon:>9.4g} {self.epsilon_cap:>6g} "
+                    lines.append(f"{s.period_start!s:<12} {s.epsilon:>9.4g} {self.epsilon_cap:>6g} "
                                  f"{s.delta:>9.3g} {self.delta_cap:>8.3g} {s.releases:>8}")
         if self.ledger_missing:
             lines.append(f"note: gold.privacy_ledger is missing {self.ledger_missing} row(s) of the record; "

@@ -31,9 +31,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from dp import tree
@@ -49,7 +50,7 @@ PARTS = {MetricKind.COUNT: ("count",), MetricKind.SUM: ("sum",), MetricKind.PRIV
          MetricKind.MEAN: ("count", "sum")}
 
 
-def _by_metric(metrics: tuple[MetricConfig, ...], value) -> F.Column:
+def _by_metric(metrics: tuple[MetricConfig, ...], value: Callable[[MetricConfig], int]) -> Column:
     pairs = [x for m in metrics for x in (F.lit(m.name), F.lit(value(m)))]
     return F.create_map(*pairs)[F.col("metric")]
 
@@ -84,6 +85,7 @@ def bounded_leaf(rows: DataFrame, metrics: tuple[MetricConfig, ...], previous: D
     base = rows.select(privacy_unit().alias("unit"), "period_start", "session_start", "session_id", *columns)
     entries = []
     for m in metrics:
+        assert m.public_partitions is not None, m.name  # only public-partition metrics have running totals
         entry = F.struct(F.lit(m.name).alias("metric"), F.col(m.group_by).alias("key"), metric_value(m).alias("value"))
         entries.append(F.when(F.col(m.group_by).isin(*m.public_partitions), entry))
     per_row = (base.select("unit", "period_start", "session_start", "session_id", F.explode(F.array(*entries)).alias("e"))
@@ -141,10 +143,11 @@ def running_totals(budget: MetricBudget, leaf: dict[Partition, Accumulator], lea
     run's leaf t), and the tree rows this run completes (to append to silver.release_tree)."""
     metric = budget.metric
     if metric.kind == MetricKind.MEAN:
-        mechanisms = dict(zip(("count", "sum"), mean_parts(budget, levels)))
+        mechanisms = dict(zip(("count", "sum"), mean_parts(budget, levels), strict=True))
     else:
         mechanisms = {PARTS[metric.kind][0]: additive_mechanism(budget, levels)}
     empty, results, new_rows = Accumulator(), [], []
+    assert metric.public_partitions is not None, metric.name
     for period_start, t in leaves.items():
         for key in metric.public_partitions:
             totals, stds = {}, {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from pipeline_dp import DataExtractors, DPEngine, LocalBackend, NaiveBudgetAccountant, SparkRDDBackend
 from pyspark.sql import DataFrame
@@ -26,13 +27,13 @@ _OUTPUT_FIELD = {MetricKind.COUNT: "count", MetricKind.SUM: "sum", MetricKind.PR
                  MetricKind.MEAN: "mean"}
 
 
-def _release(columns: list, backend, metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig,
+def _release(columns: list, backend: Any, metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig,
              periods: list[dt.date | None]) -> list[MetricResult]:
     """columns[i]: the (user_id, period_start, key, value) collection for metrics[i]."""
     accountant = NaiveBudgetAccountant(privacy.epsilon_per_release, privacy.delta_per_release)
     engine = DPEngine(accountant, backend)
     pending = []
-    for metric, col in zip(metrics, columns):
+    for metric, col in zip(metrics, columns, strict=True):
         params = aggregate_params(metric, privacy)
         before = len(accountant.mechanism_specs)
         public = ([(p, k) for p in periods for k in metric.public_partitions]

@@ -20,6 +20,7 @@ samples are uniform and independent, so the order does not change the distributi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -36,11 +37,13 @@ def metric_value(metric: MetricConfig) -> Column:
     middle of the bounds (PipelineDP's normalization), COUNT / PRIVACY_ID_COUNT nothing."""
     if not metric.kind.has_value:
         return F.lit(0.0)
+    # config validation guarantees a value column and both bounds for SUM and MEAN
+    assert metric.value is not None and metric.min_value is not None and metric.max_value is not None, metric
     clamped = F.least(F.greatest(F.col(metric.value).cast("double"), F.lit(metric.min_value)), F.lit(metric.max_value))
     return clamped - F.lit((metric.min_value + metric.max_value) / 2) if metric.kind == MetricKind.MEAN else clamped
 
 
-def _per_metric(metrics: tuple[MetricConfig, ...], value) -> Column:
+def _per_metric(metrics: tuple[MetricConfig, ...], value: Callable[[MetricConfig], int]) -> Column:
     """A per-row bound chosen by the row's metric index ``m``; no bound for the ALL_ROWS count."""
     bounds = F.element_at(F.array(*[F.lit(value(m)) for m in metrics]), F.col("m") + 1)
     return F.when(F.col("m") == ALL_ROWS, F.lit(2**62)).otherwise(bounds)
@@ -72,7 +75,7 @@ def bounded_contributions(sessions: DataFrame, metrics: tuple[MetricConfig, ...]
     default metrics: 5 s, against 8 s for a shuffled checkpoint scanned once per metric).
     """
     columns = sorted({m.group_by for m in metrics} | {m.value for m in metrics if m.value})
-    partitions = int(sessions.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    partitions = int(sessions.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
     rows = (sessions.select(privacy_unit().alias("unit"), "period_start", *columns)
             .repartition(partitions, "unit"))
     entries = [F.struct(F.lit(ALL_ROWS).alias("m"), F.lit(None).cast("string").alias("key"), F.lit(0.0).alias("value"))]

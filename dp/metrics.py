@@ -49,7 +49,7 @@ def aggregate_params(metric: MetricConfig, privacy: PrivacyConfig) -> AggregateP
             output_noise_stddev=True,
         )
     except (ValueError, TypeError) as exc:
-        raise LakehouseError(f"metric {metric.name}: PipelineDP rejects its parameters: {exc}") from None
+        raise LakehouseError(f"metric {metric.name}: PipelineDP rejects its parameters: {exc}") from exc
 
 
 def validate(metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig) -> None:
@@ -59,7 +59,7 @@ def validate(metrics: tuple[MetricConfig, ...], privacy: PrivacyConfig) -> None:
     try:
         NaiveBudgetAccountant(privacy.epsilon_per_release, privacy.delta_per_release)
     except ValueError as exc:
-        raise LakehouseError(f"[privacy]: {exc}") from None
+        raise LakehouseError(f"[privacy]: {exc}") from exc
 
 
 @dataclass

@@ -105,6 +105,7 @@ def release_partitions(budget: MetricBudget, accumulators: dict[Partition, Accum
     if metric.public_partitions is not None:
         return [(p, k) for p in periods for k in metric.public_partitions]
     spec = budget.selection
+    assert spec is not None, budget.metric.name  # request_budgets asks for it when there are no public partitions
     selector = partition_selection.create_partition_selection_strategy(
         params.partition_selection_strategy, spec.eps, spec.delta, params.max_partitions_contributed,
         params.pre_threshold)

@@ -14,28 +14,20 @@ last closed one is released, with noisy zeros where it had no rows.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from dp import periods as P
+from lakehouse import periods as P
 from lakehouse.config import Period, PrivacyConfig, ReleaseMode
 from lakehouse.errors import BudgetExceeded, LakehouseError
+from lakehouse.schemas import ReleaseKind
 
 # Sums of shares like 1/3 + 1/3 + 1/3 are not exactly 1.0 in floating point; a release that fits the
 # cap up to this much rounding is not refused.
 EPSILON_SLACK = 1e-9
-
-
-class ReleaseKind(enum.StrEnum):
-    INCREMENTAL = "incremental"  # period "none": the rows added since the last release
-    CLOSED = "closed"  # one period, once, after it closed
-    CONTINUAL = "continual"  # a running total of an open period (one tree leaf)
-    REPROCESS = "reprocess"  # closed periods again, over Silver as of a version (time travel)
-    LATE = "late"  # no release: rows that arrived after their period's release (audit only)
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ class AuditRow:
     released_at: dt.datetime
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "AuditRow":
+    def from_mapping(cls, values: Mapping[str, Any]) -> AuditRow:
         fields = {name: values[name] for name in cls.__dataclass_fields__}
         fields["kind"] = ReleaseKind(fields["kind"])
         return cls(**fields)
@@ -103,24 +95,16 @@ class AuditState:
         """Per period with a continual tree, the last leaf published."""
         out: dict[dt.date, int] = {}
         for r in self.rows:
-            if r.kind == ReleaseKind.CONTINUAL and r.leaf is not None:
+            if r.kind == ReleaseKind.CONTINUAL and r.leaf is not None and r.period_start is not None:
                 out[r.period_start] = max(out.get(r.period_start, 0), r.leaf)
         return out
-
-    @cached_property
-    def tree_metrics(self) -> dict[dt.date, set[str]]:
-        out: dict[dt.date, set[str]] = defaultdict(set)
-        for r in self.rows:
-            if r.kind == ReleaseKind.CONTINUAL:
-                out[r.period_start].add(r.metric)
-        return dict(out)
 
     @cached_property
     def leaf_versions(self) -> dict[dt.date, int]:
         """Per period with a tree, the Silver version its last leaf read up to."""
         out: dict[dt.date, int] = {}
         for r in self.rows:
-            if r.kind == ReleaseKind.CONTINUAL:
+            if r.kind == ReleaseKind.CONTINUAL and r.period_start is not None:
                 out[r.period_start] = max(out.get(r.period_start, -1), r.silver_version_to)
         return out
 
@@ -265,15 +249,16 @@ def plan_release(state: AuditState, privacy: PrivacyConfig, shares: Mapping[str,
                                     after_version=state.leaf_versions.get(p, -1) if leaf > 1 else -1))
     # rows of a closed period that no closed release of this run covers arrived after its release
     # (or before the first released period): they are counted, not published
-    late = {"late_through": last_closed, "late_trees": frozenset(late_trees),
-            "covered": frozenset(t.period_start for t in tasks if t.kind == ReleaseKind.CLOSED) - late_trees}
+    covered = frozenset(t.period_start for t in tasks if t.kind == ReleaseKind.CLOSED and t.period_start) - late_trees
     if not tasks:
         nxt = P.next_start(last_closed, period)
         message = (f"nothing to release: period {nxt} closes at "
                    f"{P.closes_at(nxt, period, close_after):%Y-%m-%d %H:%M} UTC; no budget spent")
-        return Plan(ReleaseKind.CLOSED, *window, notes=tuple(notes), message=message, **late)
+        return Plan(ReleaseKind.CLOSED, *window, notes=tuple(notes), message=message, late_through=last_closed,
+                    covered=covered, late_trees=frozenset(late_trees))
     kind = ReleaseKind.CONTINUAL if any(t.kind == ReleaseKind.CONTINUAL for t in tasks) else ReleaseKind.CLOSED
-    return Plan(kind, *window, tasks=tuple(tasks), notes=tuple(notes), cost=_costs(tasks, shares), **late)
+    return Plan(kind, *window, tasks=tuple(tasks), notes=tuple(notes), cost=_costs(tasks, shares),
+                late_through=last_closed, covered=covered, late_trees=frozenset(late_trees))
 
 
 def _plan_incremental(state: AuditState, shares: Mapping[str, MetricShare], history: list[tuple[int, int]],
@@ -322,12 +307,16 @@ def audit_rows(plan: Plan, privacy: PrivacyConfig, release_id: int, attempt: str
     """The restricted record of a planned release once measured: one row per (task, metric) with
     its spend and the exact rows read, and one "late" row per period that received rows after its
     release."""
+    def record(kind: ReleaseKind, metric: str, period_start: dt.date | None, epsilon: float, delta: float,
+               version_from: int, rows_in: int, rows_late: int, leaf: int | None) -> AuditRow:
+        return AuditRow(release_id=release_id, attempt=attempt, kind=kind, metric=metric, period=privacy.period.value,
+                        period_start=period_start, epsilon=epsilon, delta=delta, silver_version_from=version_from,
+                        silver_version_to=plan.version_to, rows_in=rows_in, rows_late=rows_late, leaf=leaf,
+                        noise_kind=privacy.noise_kind.value, engine=privacy.engine.value, released_at=released_at)
+
     rows = []
-    common = {"release_id": release_id, "attempt": attempt, "period": privacy.period.value,
-              "noise_kind": privacy.noise_kind.value, "engine": privacy.engine.value, "released_at": released_at,
-              "silver_version_to": plan.version_to}
     for task in plan.tasks:
-        if task.kind == ReleaseKind.CONTINUAL and task.leaf > 1:
+        if task.kind == ReleaseKind.CONTINUAL and (task.leaf or 0) > 1:
             v_from = task.after_version + 1  # the rows committed since the period's previous run
         elif task.kind == ReleaseKind.INCREMENTAL:
             v_from = plan.version_from
@@ -335,10 +324,8 @@ def audit_rows(plan: Plan, privacy: PrivacyConfig, release_id: int, attempt: str
             v_from = 0  # every row of the period as of version_to
         for name in task.metrics:
             eps, delta = plan.cost[(name, task.period_start)]
-            rows.append(AuditRow(kind=task.kind, metric=name, period_start=task.period_start, epsilon=eps, delta=delta,
-                                 silver_version_from=v_from, rows_in=rows_in.get(task.period_start, 0), rows_late=0,
-                                 leaf=task.leaf, **common))
+            rows.append(record(task.kind, name, task.period_start, eps, delta, v_from,
+                               rows_in.get(task.period_start, 0), 0, task.leaf))
     for period_start, n in sorted(rows_late.items()):
-        rows.append(AuditRow(kind=ReleaseKind.LATE, metric="", period_start=period_start, epsilon=0.0, delta=0.0,
-                             silver_version_from=plan.version_from, rows_in=0, rows_late=n, leaf=None, **common))
+        rows.append(record(ReleaseKind.LATE, "", period_start, 0.0, 0.0, plan.version_from, 0, n, None))
     return rows

@@ -20,13 +20,21 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dp import budget as dp_budget
-from dp import continual, engine_pipelinedp, engine_spark, sources, staging, tree
+from dp import continual, engine_pipelinedp, engine_spark, staging, tree
 from dp import metrics as dp_metrics
 from dp.metrics import MetricBudget
 from dp.noise import MetricResult, PartitionResult
-from dp.plan import (AuditRow, MetricShare, PeriodTask, Plan, ReleaseKind, audit_rows, check_caps, plan_release,
-                     plan_reprocess)
-from lakehouse import catalog, failpoints, schemas
+from dp.plan import (
+    MetricShare,
+    PeriodTask,
+    Plan,
+    ReleaseKind,
+    audit_rows,
+    check_caps,
+    plan_release,
+    plan_reprocess,
+)
+from lakehouse import catalog, failpoints, schemas, silver
 from lakehouse.config import Config, Engine, MetricKind, Period
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
@@ -34,7 +42,7 @@ from lakehouse.log import progress
 from lakehouse.readers import SparkReader
 from lakehouse.storage import Locations
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @dataclass
@@ -106,10 +114,10 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     lease.check("repairing gold.privacy_ledger")
     dp_budget.repair_ledger(spark, loc, state)
     budgets = dp_metrics.metric_budgets(config.metrics, privacy)
-    history = sources.silver_history(spark, loc.silver_sessions)
+    history = silver.silver_history(spark, loc.silver_sessions)
     latest = max(v for v, _ in history)
     version = latest if silver_version is None else min(silver_version, latest)
-    first = lambda: sources.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
+    first = lambda: silver.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
     if silver_version is None:
         plan = plan_release(state, privacy, _shares(budgets), history, now, first)
     else:
@@ -136,12 +144,12 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     if plan.kind in (ReleaseKind.CLOSED, ReleaseKind.REPROCESS):
         outcome.version_from = 0
     outcome.periods = list(dict.fromkeys(plan.periods()))
-    outcome.leaves = {t.period_start: t.leaf for t in plan.tasks if t.leaf is not None}
+    outcome.leaves = {t.period_start: t.leaf for t in plan.tasks if t.leaf is not None and t.period_start is not None}
     outcome.rows_in, outcome.rows_late = measured.rows_in, measured.rows_late
     for (metric, _), (eps, delta) in plan.cost.items():  # every period of a metric costs the same share
         e, d = outcome.spend.get(metric, (0.0, 0.0))
         outcome.spend[metric] = (max(e, eps), max(d, delta))
-    new_rows = [AuditRow.from_mapping(dict(zip(schemas.RELEASE_AUDIT.names, r))) for r in tables[staging.AUDIT][1]]
+    new_rows = staging.audit_rows_of(tables)
     outcome.status = dp_budget.status(dp_budget.AuditState(state.rows + tuple(new_rows)), config)
     return outcome
 
@@ -185,12 +193,13 @@ def _measure(spark: SparkSession, config: Config, loc: Locations, plan: Plan, st
         names = {n for t in whole for n in t.metrics}
         chosen = [b for b in budgets if b.metric.name in names]
         if plan.kind == ReleaseKind.INCREMENTAL:
-            rows = sources.new_rows(spark, loc.silver_sessions, plan.version_from, plan.version_to, Period.NONE)
+            rows = silver.new_rows(spark, loc.silver_sessions, plan.version_from, plan.version_to, Period.NONE)
         elif privacy.period == Period.NONE:  # reprocessing the lakehouse's whole life
             rows = catalog.read(spark, loc.silver_sessions, plan.version_to).withColumn(
-                "period_start", sources.period_column(Period.NONE))
+                "period_start", silver.period_column(Period.NONE))
         else:
-            rows = sources.period_rows(spark, loc.silver_sessions, plan.version_to, privacy.period, list(wanted))
+            rows = silver.period_rows(spark, loc.silver_sessions, plan.version_to, privacy.period,
+                                       [p for p in wanted if p is not None])
         starts = list(wanted)
         if privacy.engine == Engine.PIPELINEDP:
             if len(chosen) != len(budgets):  # its accountant splits the budget over the metrics it is given
@@ -204,7 +213,7 @@ def _measure(spark: SparkSession, config: Config, loc: Locations, plan: Plan, st
     if leaves:
         _measure_leaves(spark, config, loc, plan, state, budgets, leaves, release_id, attempt, lease, measured)
     if plan.kind != ReleaseKind.REPROCESS and plan.late_through is not None and plan.version_from <= plan.version_to:
-        window = sources.new_rows(spark, loc.silver_sessions, plan.version_from, plan.version_to, privacy.period)
+        window = silver.new_rows(spark, loc.silver_sessions, plan.version_from, plan.version_to, privacy.period)
         for r in window.groupBy("period_start").count().collect():
             if plan.is_late(r["period_start"]):
                 measured.rows_late[r["period_start"]] = int(r["count"])
@@ -215,29 +224,30 @@ def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: P
                     budgets: list[MetricBudget], tasks: list[PeriodTask], release_id: int, attempt: str,
                     lease: RunLease, measured: _Measured) -> None:
     privacy = config.privacy
-    silver = loc.silver_sessions
+    sessions_path = loc.silver_sessions
+    # a continual task always has a period and a leaf (plan_release makes them so)
+    leaves = {t.period_start: t.leaf for t in tasks if t.period_start is not None and t.leaf is not None}
+    assert len(leaves) == len(tasks), tasks
     parts: list[DataFrame] = []
-    fresh = [t.period_start for t in tasks if t.leaf == 1]
+    fresh = [p for p, leaf in leaves.items() if leaf == 1]
     if fresh:  # a tree's first leaf: every row the period holds so far
-        parts.append(sources.period_rows(spark, silver, plan.version_to, privacy.period, fresh))
+        parts.append(silver.period_rows(spark, sessions_path, plan.version_to, privacy.period, fresh))
     by_version: dict[int, list[dt.date]] = defaultdict(list)
     for t in tasks:
-        if t.leaf > 1 and t.after_version < plan.version_to:
+        if t.period_start is not None and leaves[t.period_start] > 1 and t.after_version < plan.version_to:
             by_version[t.after_version].append(t.period_start)
     for after, starts in by_version.items():  # later leaves: the rows committed since the last one
-        parts.append(sources.new_rows(spark, silver, after + 1, plan.version_to, privacy.period)
+        parts.append(silver.new_rows(spark, sessions_path, after + 1, plan.version_to, privacy.period)
                      .where(F.col("period_start").isin(*starts)).drop("_commit_version"))
     tree_budgets = [b for b in budgets if b.metric.name in tasks[0].metrics]
     metrics = tuple(b.metric for b in tree_budgets)
-    continuing = [t.period_start for t in tasks if t.leaf > 1]
-    attempts = set().union(*(state.attempts(p) for p in continuing)) if continuing else set()
+    continuing = [p for p, leaf in leaves.items() if leaf > 1]
+    attempts = {a for p in continuing for a in state.attempts(p)}
     previous = continual.kept_so_far(spark, loc, continuing, attempts)
     columns = [f.name for f in schemas.SILVER_SESSIONS.fields] + ["period_start"]
-    rows = parts[0].select(*columns) if parts else None
-    for extra in parts[1:]:
-        rows = rows.unionByName(extra.select(*columns))
-    if rows is None:
-        rows = spark.createDataFrame([], schemas.SILVER_SESSIONS).withColumn("period_start", F.lit(None).cast("date"))
+    rows = spark.createDataFrame([], schemas.SILVER_SESSIONS).withColumn("period_start", F.lit(None).cast("date"))
+    for part in parts:
+        rows = rows.unionByName(part.select(*columns))
     leaf = continual.bounded_leaf(rows, metrics, previous)
     lease.check(f"writing the continual state of release {release_id}")
     leaf.kept.withColumn("attempt", F.lit(attempt)).select(*schemas.RELEASE_BOUNDS.names) \
@@ -246,7 +256,6 @@ def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: P
     failpoints.reached("release-after-bounds")
     levels = tree.levels(privacy.max_releases_per_period)
     nodes = continual.stored_nodes(spark, loc, continuing)
-    leaves = {t.period_start: t.leaf for t in tasks}
     for b in tree_budgets:
         result, node_rows = continual.running_totals(b, leaf.totals[b.metric.name], leaves, levels, nodes, release_id)
         measured.add([result], {t.period_start: t.metrics for t in tasks})
@@ -276,6 +285,7 @@ def _tables(config: Config, plan: Plan, measured: _Measured, release_id: int, at
                           metric.output: float(p.value), "noise_stddev": p.noise_stddev, "epsilon": eps,
                           "delta": delta, "released_at": released_at}
                 if metric.kind == MetricKind.MEAN:
+                    assert p.dp_count is not None and p.approx_stddev is not None, p  # noise.mean_result sets both
                     values.update(dp_count=float(p.dp_count), approx_stddev=float(p.approx_stddev))
                 rows.append(schemas.row(schema, values))
         tables[metric.table] = (schema, rows)

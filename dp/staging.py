@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -55,7 +57,7 @@ def pending(spark: SparkSession, loc: Locations) -> list[int]:
                   if n.startswith(_PREFIX) and n.endswith(".json"))
 
 
-def _encode(value):
+def _encode(value: object) -> str:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     raise TypeError(type(value))
@@ -64,12 +66,12 @@ def _encode(value):
 def stage(spark: SparkSession, loc: Locations, release_id: int, tables: Tables) -> None:
     """One file holding the whole release: it exists entirely or not at all."""
     body = {"release_id": release_id,
-            "tables": {t: {"schema": schema.jsonValue(), "rows": [dict(zip(schema.names, r)) for r in rows]}
+            "tables": {t: {"schema": schema.jsonValue(), "rows": [dict(zip(schema.names, r, strict=True)) for r in rows]}
                        for t, (schema, rows) in tables.items() if rows}}
     fs.write_text_atomically(spark, staged_file(loc, release_id), json.dumps(body, default=_encode))
 
 
-def _decoder(kind: T.DataType):
+def _decoder(kind: T.DataType) -> Callable[[Any], Any]:
     if isinstance(kind, T.TimestampType):
         return dt.datetime.fromisoformat
     if isinstance(kind, T.DateType):
@@ -92,8 +94,10 @@ def parse_staged(text: str) -> Tables:
 
 
 def audit_rows_of(tables: Tables) -> list[AuditRow]:
-    schema, values = tables.get(AUDIT, (None, []))
-    return [AuditRow.from_mapping(dict(zip(schema.names, v))) for v in values]
+    if AUDIT not in tables:
+        return []
+    schema, values = tables[AUDIT]
+    return [AuditRow.from_mapping(dict(zip(schema.names, v, strict=True))) for v in values]
 
 
 def staged_audit_rows(spark: SparkSession, loc: Locations) -> list[AuditRow]:

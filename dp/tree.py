@@ -3,7 +3,8 @@
 A period receives up to H runs; run t (1-based) adds leaf t. Level l has nodes (l, j) holding the sum
 of leaves j*2^l + 1 .. (j+1)*2^l; a node is noised and stored once, when its last leaf arrives. Only
 levels 0 .. L = floor(log2 H) ever complete a node within H leaves (the note's ceil(log2 H) is the
-same for a power of two, and one level more otherwise: never released, so never paid for). The running total after run t is the sum of the nodes of t's binary
+same for a power of two, and one level more otherwise: never released, so never paid for). The
+running total after run t is the sum of the nodes of t's binary
 decomposition (popcount(t) of them). Each level's nodes partition the leaves, so one privacy unit
 changes each level by at most its per-period sensitivity, and the whole tree by (L + 1) times that
 (L1; sqrt(L + 1) times in L2). See shared/notes/continual-release.md.

@@ -22,11 +22,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lakehouse.config import Config
 from lakehouse.errors import LakehouseError, LockBusy, redact
 from lakehouse.lock import LeaseLost, RunLease
 from lakehouse.log import progress
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobLeaseClient, BlobServiceClient
+    from pyspark.sql import SparkSession
 
 _URL = re.compile(r"^(abfss?)://(?P<container>[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?)@(?P<host>[^/]+)(?P<path>/.*)?$")
 CONTAINER_APPS_TOKEN_PROVIDER = "dplakehouse.azure.ManagedIdentityTokenProvider"
@@ -71,8 +76,10 @@ class AzureSettings:
     client_id: str | None = None  # a user-assigned managed identity
 
     @classmethod
-    def from_config(cls, config: Config) -> "AzureSettings":
+    def from_config(cls, config: Config) -> AzureSettings:
         az = config.azure
+        if az is None:
+            raise LakehouseError(f"{config.source} has no [azure] section")
         account, key = az.account, None
         if az.auth == "key":
             conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
@@ -124,7 +131,7 @@ class AzureSettings:
             conf["fs.azure.always.use.https"] = "false"
         if self.auth == "key":
             conf[f"fs.azure.account.auth.type.{host}"] = "SharedKey"
-            conf[f"fs.azure.account.key.{host}"] = self.key
+            conf[f"fs.azure.account.key.{host}"] = self.key or ""
         elif os.environ.get("IDENTITY_ENDPOINT"):
             # Container Apps / App Service: a local identity endpoint, not the VM metadata service,
             # served by our own provider (lakehouse/jvm, built into .jars by `make setup`).
@@ -141,13 +148,13 @@ class AzureSettings:
                 conf[f"fs.azure.account.oauth2.client.id.{host}"] = self.client_id
         return conf
 
-    def service_client(self):
+    def service_client(self) -> BlobServiceClient:
         from azure.storage.blob import BlobServiceClient
 
         if self.auth == "key":
             from azure.core.credentials import AzureNamedKeyCredential
 
-            credential = AzureNamedKeyCredential(self.account, self.key)
+            credential: Any = AzureNamedKeyCredential(self.account, self.key or "")
         else:
             from azure.identity import DefaultAzureCredential
 
@@ -166,14 +173,14 @@ def _azure_errors(what: str) -> Iterator[None]:
         code = getattr(exc, "error_code", None) or "AuthenticationFailed"
         raise LakehouseError(f"Azure storage rejected the credentials while {what} ({code}): check "
                              "AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY or the managed identity's "
-                             "role assignments") from None
+                             "role assignments") from exc
     except ServiceRequestError as exc:
-        raise LakehouseError(f"cannot reach Azure storage while {what}: {str(exc).splitlines()[0]}") from None
+        raise LakehouseError(f"cannot reach Azure storage while {what}: {str(exc).splitlines()[0]}") from exc
     except HttpResponseError as exc:
         if exc.status_code == 403:
             code = getattr(exc, "error_code", None) or "Forbidden"
             raise LakehouseError(f"Azure storage refused access while {what} ({code}): check the credentials and "
-                                 "the identity's role on that container") from None
+                                 "the identity's role on that container") from exc
         raise
 
 
@@ -198,7 +205,7 @@ def prepare_containers(settings: AzureSettings, urls: list[str]) -> None:
                     pass  # created concurrently
 
 
-def configure_spark(spark, settings: AzureSettings) -> None:
+def configure_spark(spark: SparkSession, settings: AzureSettings) -> None:
     from lakehouse.jvm_bridge import set_hadoop_conf
 
     set_hadoop_conf(spark, settings.hadoop_conf())
@@ -213,7 +220,7 @@ class _BlobLease(RunLease):
     the lease lost for good (it may have expired and been taken by another run), and check() renews
     once more itself, so a write is guarded by a renewal at most a moment old."""
 
-    def __init__(self, lease, lock_url: str):
+    def __init__(self, lease: BlobLeaseClient, lock_url: str):
         self._lease = lease
         self._lock_url = lock_url
         self._lost: str | None = None
@@ -284,7 +291,7 @@ def lease_lock(settings: AzureSettings, lock_url: str, holder: str) -> Iterator[
 
 
 def _md5(path: Path) -> bytes:
-    digest = hashlib.md5()  # noqa: S324 - an integrity check, as Blob storage's Content-MD5
+    digest = hashlib.md5()  # an integrity check, as Blob storage's Content-MD5; not a security use
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)

@@ -12,7 +12,7 @@ import re
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
 from lakehouse import fs, schemas
@@ -91,8 +91,16 @@ def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
     return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{quoted}`").collect()}
 
 
+def one(df: DataFrame) -> Row:
+    """The one row of an aggregation (Spark types first() as optional)."""
+    row = df.first()
+    if row is None:
+        raise RuntimeError("an aggregation returned no row")
+    return row
+
+
 def latest_version(spark: SparkSession, path: str) -> int:
-    return DeltaTable.forPath(spark, path).history(1).select("version").first()["version"]
+    return int(one(DeltaTable.forPath(spark, path).history(1).select("version"))["version"])
 
 
 _registered: dict[str, str] = {}  # qualified name -> path, for this process's session catalog

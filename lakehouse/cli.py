@@ -14,10 +14,21 @@ import signal
 import sys
 import threading
 import traceback
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lakehouse.config import Config, ConfigError, default_config_path, load_config
+
+if TYPE_CHECKING:  # the heavy modules load when a command needs them: `generate` starts no JVM
+    from pyspark.sql import SparkSession
+
+    from dp.budget import BudgetStatus
+    from dp.release import ReleaseOutcome
+    from lakehouse.azure import AzureSettings
+    from lakehouse.lock import RunLease
+    from streaming.ingest import IngestResult
 from lakehouse.errors import LakehouseError, redact, spark_message
 from lakehouse.storage import Locations, is_url
 
@@ -43,7 +54,7 @@ class Context:
     """What every command needs, built lazily: `generate` never starts a JVM, `upload` never Spark."""
 
     config: Config
-    _spark: object = field(default=None, repr=False)
+    _spark: SparkSession | None = field(default=None, repr=False)
     _azure_ready: bool = False
 
     @property
@@ -51,7 +62,7 @@ class Context:
         return Locations.from_config(self.config)
 
     @functools.cached_property
-    def azure(self):
+    def azure(self) -> AzureSettings | None:
         if self.config.azure is None:
             return None
         from lakehouse import azure
@@ -68,7 +79,7 @@ class Context:
             self._azure_ready = True
 
     @property
-    def spark(self):
+    def spark(self) -> SparkSession:
         if self._spark is None:
             from lakehouse.spark import get_spark
 
@@ -81,11 +92,17 @@ class Context:
             self._spark = spark
         return self._spark
 
-    def lock(self):
-        from lakehouse.lock import run_lock
+    def lock(self) -> AbstractContextManager[RunLease]:
+        """The lakehouse-wide writer lock: a renewed blob lease on Azure, a flock on local disk."""
+        from lakehouse import lock
 
         self._prepare_azure()
-        return run_lock(self.loc, self.azure)
+        if is_url(self.loc.silver):
+            from lakehouse import azure
+
+            assert self.azure is not None, "remote storage needs an [azure] section"
+            return azure.lease_lock(self.azure, self.loc.lock, lock.holder())
+        return lock.local_lock(self.loc.lock)
 
     def require_lakehouse(self) -> None:
         """Read-only commands on a root that holds no lakehouse (a mistyped --root) say so and
@@ -116,7 +133,7 @@ class Context:
 # commands
 
 
-def cmd_generate(args, ctx: Context) -> int:
+def cmd_generate(args: argparse.Namespace, ctx: Context) -> int:
     from lakehouse.generate import generate
 
     out = args.out or ctx.loc.bronze
@@ -130,7 +147,7 @@ def cmd_generate(args, ctx: Context) -> int:
     return 0
 
 
-def _ingest(ctx: Context, lease, counts: bool = False):
+def _ingest(ctx: Context, lease: RunLease, counts: bool = False) -> IngestResult:
     from streaming.ingest import ingest
 
     result = ingest(ctx.spark, ctx.config, ctx.loc, show_counts=counts, lease=lease)
@@ -138,15 +155,15 @@ def _ingest(ctx: Context, lease, counts: bool = False):
     return result
 
 
-def cmd_ingest(args, ctx: Context) -> int:
+def cmd_ingest(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_bronze()
     with ctx.lock() as lease:
         _ingest(ctx, lease, counts=args.counts)
     return 0
 
 
-def _release(ctx: Context, lease, now: dt.datetime | None = None, silver_version: int | None = None,
-             period: dt.date | None = None, counts: bool = False):
+def _release(ctx: Context, lease: RunLease, now: dt.datetime | None = None, silver_version: int | None = None,
+             period: dt.date | None = None, counts: bool = False) -> ReleaseOutcome:
     from dp.release import release_dp_metrics
 
     outcome = release_dp_metrics(ctx.spark, ctx.config, ctx.loc, silver_version=silver_version, now=now,
@@ -160,14 +177,14 @@ def _release(ctx: Context, lease, now: dt.datetime | None = None, silver_version
     return outcome
 
 
-def cmd_release(args, ctx: Context) -> int:
+def cmd_release(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_lakehouse()
     with ctx.lock() as lease:
         _release(ctx, lease, now=args.now, counts=args.counts)
     return 0
 
 
-def cmd_reprocess(args, ctx: Context) -> int:
+def cmd_reprocess(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_lakehouse()
     with ctx.lock() as lease:
         _release(ctx, lease, now=args.now, silver_version=args.silver_version, period=args.period, counts=args.counts)
@@ -186,7 +203,7 @@ def _bronze_has_events(ctx: Context) -> bool:
 SAMPLE_DAYS = 28
 
 
-def cmd_run(args, ctx: Context) -> int:
+def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     if not args.generate_if_empty:
         ctx.require_bronze()
     with ctx.lock() as lease:
@@ -197,7 +214,7 @@ def cmd_run(args, ctx: Context) -> int:
                 from lakehouse.generate import generate
 
                 # the last SAMPLE_DAYS days before today (UTC): closed periods with a time series
-                today = (args.now or dt.datetime.now(dt.timezone.utc)).date()
+                today = (args.now or dt.datetime.now(dt.UTC)).date()
                 result = generate(ctx.loc.bronze, args.generate_if_empty, files=max(1, args.generate_if_empty // 20_000),
                                   seed=0, start=today - dt.timedelta(days=SAMPLE_DAYS), days=SAMPLE_DAYS,
                                   duplicate_rate=0.002, bad_rate=0.001)
@@ -243,13 +260,14 @@ def _show_gold(ctx: Context) -> None:
     print(_budget_status(ctx).summary())
 
 
-def _budget_status(ctx: Context):
+def _budget_status(ctx: Context) -> BudgetStatus:
     """From the restricted record: with delta-rs for a local lakehouse (no JVM: under a second),
     through Spark for remote storage."""
     from dp import budget, staging
     from lakehouse import readers
 
     loc = ctx.loc
+    tables: readers.TableReader
     if readers.local(loc.silver, loc.gold):
         tables, staged = readers.LocalReader(), staging.local_staged_audit_rows(loc)
     else:
@@ -258,7 +276,7 @@ def _budget_status(ctx: Context):
     return budget.status(state, ctx.config, len(budget.ledger_gap(tables, loc, state)))
 
 
-def cmd_sql(args, ctx: Context) -> int:
+def cmd_sql(args: argparse.Namespace, ctx: Context) -> int:
     from lakehouse import sql
 
     ctx.require_lakehouse()
@@ -266,13 +284,13 @@ def cmd_sql(args, ctx: Context) -> int:
     return 0
 
 
-def cmd_budget(args, ctx: Context) -> int:
+def cmd_budget(args: argparse.Namespace, ctx: Context) -> int:
     ctx.require_lakehouse()
     print(_budget_status(ctx).summary(recent=args.periods))
     return 0
 
 
-def cmd_report(args, ctx: Context) -> int:
+def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
     from lakehouse.report import write_report
 
     ctx.require_lakehouse()
@@ -281,7 +299,7 @@ def cmd_report(args, ctx: Context) -> int:
     return 0
 
 
-def cmd_upload(args, ctx: Context) -> int:
+def cmd_upload(args: argparse.Namespace, ctx: Context) -> int:
     from lakehouse import azure
 
     if ctx.azure is None:
@@ -321,7 +339,7 @@ def _timestamp(text: str) -> dt.datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 timestamp such as 2026-11-30T14:00:00Z, got {text!r}") \
             from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _add_now(p: argparse.ArgumentParser) -> None:
@@ -395,9 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reprocess", help="DP release over Silver as of version N (Delta time travel)",
                        description="Release the configured DP metrics again over silver.sessions as of version N "
-                       "(Delta time travel; kind 'reprocess'): with a period, every closed period (or only --period), each spending "
-                       "its own period's budget once more against its cap - e.g. for sessions that arrived after "
-                       "their period was released; with period \"none\", the whole table.", formatter_class=fmt)
+                       "(Delta time travel; kind 'reprocess'): with a period, every closed period (or only --period), "
+                       "each spending its own period's budget once more against its cap - e.g. for sessions that "
+                       "arrived after their period was released; with period \"none\", the whole table.",
+                       formatter_class=fmt)
     p.add_argument("--silver-version", type=_non_negative_int, required=True, metavar="N",
                    help="the silver.sessions version to read (see `lakehouse sql \"DESCRIBE HISTORY silver.sessions\"`)")
     p.add_argument("--period", type=_date, metavar="YYYY-MM-DD", help="only the period holding this day")
@@ -427,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="PNG plots of Gold with noise error bars",
                        description="Plot the latest DP results with +-2 sigma error bars and their time series over "
-                       "periods (or history across releases). --compare-raw adds a raw-vs-DP plot computed from Silver (NOT private), written "
+                       "periods (or history across releases). --compare-raw adds a raw-vs-DP plot computed from Silver "
+                       "(NOT private), written "
                        "to <root>/_restricted/ only.", formatter_class=fmt)
     p.add_argument("--out", metavar="DIR", help="output folder (default: <root>/reports)")
     p.add_argument("--compare-raw", action="store_true",
@@ -444,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum, frame) -> None:
+def _exit_on_sigterm(signum: int, frame: object) -> None:
     # A container stop or a scheduler timeout sends SIGTERM; as PID 1 in a container Python would
     # otherwise ignore it. Exiting unwinds the run lock and stops Spark cleanly.
     raise SystemExit(128 + signum)
@@ -462,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args, Context(config))
     except (LakehouseError, ConfigError) as exc:
         if debug:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr)  # causes included, secrets not
         if not isinstance(exc, ConfigError):
             from lakehouse import jvm_process
 
@@ -474,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, no traceback
         if debug:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr)  # causes included, secrets not
         from pyspark import SparkContext
         from pyspark.errors import PySparkException
 

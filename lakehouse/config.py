@@ -190,7 +190,7 @@ class Config:
     azure: AzureConfig | None = None
 
     def with_overrides(self, root: str | None = None, bronze: str | None = None,
-                       master: str | None = None) -> "Config":
+                       master: str | None = None) -> Config:
         storage, spark = self.storage, self.spark
         if root:
             storage = dataclasses.replace(storage, root=root)
@@ -261,7 +261,7 @@ def load_config(path: str | Path | None) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist (pass --conf FILE or set {CONF_ENV})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return parse_config(_expand_env(data, "", str(path)), source=str(path))
 
 
@@ -368,8 +368,9 @@ def _validate(config: Config, where: _Where) -> None:
     if not s.root and not (s.silver and s.gold):
         raise where.error("storage.root", "is empty: set storage.root, or both storage.silver and storage.gold")
     sp = config.spark
-    if master_problem(sp.master):
-        raise where.error("spark.master", master_problem(sp.master))
+    problem = master_problem(sp.master)
+    if problem:
+        raise where.error("spark.master", problem)
     if sp.shuffle_partitions < 1:
         raise where.error("spark.shuffle_partitions", f"must be >= 1, got {sp.shuffle_partitions}")
     if sp.log_level.upper() not in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"):
@@ -401,14 +402,16 @@ def _validate_privacy(p: PrivacyConfig, where: _Where) -> None:
     if not 0 <= p.delta_per_release < MAX_DELTA_PER_RELEASE:
         raise where.error("privacy.delta_per_release",
                           f"must be in [0, {MAX_DELTA_PER_RELEASE:g}) - delta is the chance that the guarantee fails "
-                          f"outright, so keep it far below 1 / the number of users (1e-6 to 1e-9); got {p.delta_per_release}")
+                          "outright, so keep it far below 1 / the number of users (1e-6 to 1e-9); "
+                          f"got {p.delta_per_release}")
     if not p.epsilon_cap > 0:
         raise where.error("privacy.epsilon_cap", f"must be > 0, got {p.epsilon_cap}")
     if not 0 <= p.delta_cap < 1:
         raise where.error("privacy.delta_cap", f"must be in [0, 1), got {p.delta_cap}")
     if p.epsilon_per_release > p.epsilon_cap:
         raise where.error("privacy.epsilon_per_release",
-                          f"({p.epsilon_per_release}) exceeds privacy.epsilon_cap ({p.epsilon_cap}): no release could ever run")
+                          f"({p.epsilon_per_release}) exceeds privacy.epsilon_cap ({p.epsilon_cap}): "
+                          "no release could ever run")
     if p.delta_per_release > p.delta_cap:
         raise where.error("privacy.delta_per_release",
                           f"({p.delta_per_release}) exceeds privacy.delta_cap ({p.delta_cap}): no release could ever run")
@@ -428,7 +431,8 @@ def _validate_privacy(p: PrivacyConfig, where: _Where) -> None:
 def _validate_metric(m: MetricConfig, privacy: PrivacyConfig, where: _Where) -> None:
     key = f"metrics.{m.name}"
     if m.group_by not in GROUPABLE_COLUMNS:
-        raise where.error(f"{key}.group_by", f"must be a Silver column among {', '.join(GROUPABLE_COLUMNS)}, got {m.group_by!r}")
+        raise where.error(f"{key}.group_by",
+                          f"must be a Silver column among {', '.join(GROUPABLE_COLUMNS)}, got {m.group_by!r}")
     if not m.output.isidentifier():
         raise where.error(f"{key}.output", f"must be a column name, got {m.output!r}")
     if m.max_partitions_contributed < 1:
@@ -441,7 +445,8 @@ def _validate_metric(m: MetricConfig, privacy: PrivacyConfig, where: _Where) -> 
         raise where.error(f"{key}.pre_threshold", f"must be >= 1, got {m.pre_threshold}")
     if m.kind.has_value:
         if m.value not in VALUE_COLUMNS:
-            raise where.error(f"{key}.value", f"{m.kind} needs a numeric Silver column among {', '.join(VALUE_COLUMNS)}, got {m.value!r}")
+            raise where.error(f"{key}.value",
+                              f"{m.kind} needs a numeric Silver column among {', '.join(VALUE_COLUMNS)}, got {m.value!r}")
         if m.min_value is None or m.max_value is None:
             raise where.error(f"{key}.min_value", f"{m.kind} needs both min_value and max_value (clamping bounds)")
         if m.min_value > m.max_value:

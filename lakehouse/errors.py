@@ -53,7 +53,7 @@ _SQLSTATE = re.compile(r"\s*SQLSTATE: \w+")
 def spark_message(exc: BaseException) -> str:
     """A Spark error as one whole line: its message up to the query excerpt ("== SQL ==") or the
     JVM stack, lines joined, without the [ERROR_CLASS] prefix and the SQLSTATE code."""
-    lines = []
+    lines: list[str] = []
     for line in str(exc).strip().splitlines():
         # the query excerpt, the JVM stack, or an analysed plan's tree ('Project ..., +- Relation ...)
         if line.startswith(("== SQL", "JVM stacktrace:", "\tat ")) or line.lstrip().startswith(("'", "+-", ":-")) \

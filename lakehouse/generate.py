@@ -11,13 +11,14 @@ on the seed, so a second batch generated with another seed brings back returning
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import functools
+import gzip
 import json
 import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,7 +131,7 @@ def generate(out_dir: str | Path, sessions: int, files: int = 1, seed: int = 0,
     prof = _user_profiles(n_users)
     p = prof["activity"] / prof["activity"].sum()
     user = rng.choice(n_users, size=sessions, p=p)
-    t0 = int(dt.datetime(start.year, start.month, start.day, tzinfo=dt.timezone.utc).timestamp())
+    t0 = int(dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC).timestamp())
     t = t0 + rng.integers(0, days * 86_400, sessions)
     # visitId = visitStartTime, as in GA; nudge the rare same-user same-second pairs apart.
     while True:
@@ -155,7 +156,7 @@ def generate(out_dir: str | Path, sessions: int, files: int = 1, seed: int = 0,
     city_hidden = rng.random(sessions) < 0.5
     picks = rng.integers(0, 1 << 30, (sessions, 4))
     visitor_ids = _visitor_id(np.unique(user))
-    visitor_of = dict(zip(np.unique(user).tolist(), visitor_ids))
+    visitor_of = dict(zip(np.unique(user).tolist(), visitor_ids, strict=True))
 
     result = GenerateResult(sessions=sessions, users=len(visitor_ids), duplicate_lines=0, bad_lines=0)
     # Re-deliveries land at a later position (often a later file), as a resent export would; broken
@@ -178,7 +179,8 @@ def generate(out_dir: str | Path, sessions: int, files: int = 1, seed: int = 0,
         visitor=[visitor_of[u] for u in user.tolist()], start=t.tolist(),
         date=[d.replace("-", "") for d in np.datetime_as_string(t.astype("datetime64[s]"), unit="D").tolist()],
         cols=list(zip(*[a.tolist() for a in (country, device, bounce, pageviews, time_on_site, hits, as_string,
-                                              city_hidden, picks[:, 0], picks[:, 1], picks[:, 2], picks[:, 3])])),
+                                              city_hidden, picks[:, 0], picks[:, 1], picks[:, 2], picks[:, 3])],
+                      strict=True)),
         extra=[int(i) for i in dup_src] + [_bad_line(k, rng) for k in range(n_bad)],
         line_order=line_order.tolist(), sessions=sessions, gzip_output=gzip_output)
     bounds = np.linspace(0, len(line_order), files + 1).astype(int).tolist()
@@ -214,6 +216,7 @@ _PLAN: _Plan | None = None  # inherited by forked writer processes
 
 def _write_file(name: str, first: int, last: int) -> None:
     plan = _PLAN
+    assert plan is not None, "_write_file runs inside generate(), which sets _PLAN"
     out = []
     for j in plan.line_order[first:last]:
         if j >= plan.sessions:
@@ -225,7 +228,7 @@ def _write_file(name: str, first: int, last: int) -> None:
     _write_atomically(Path(name), out, plan.gzip_output)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hits(first_page: int, n: int) -> str:
     return ",".join(f'{{"hitNumber":"{h + 1}","time":"{h * 17000}","type":"PAGE","page":{{"pagePath":'
                     f'"{PAGES[(first_page + h) % len(PAGES)]}"}}}}' for h in range(n))
@@ -265,7 +268,7 @@ def _bad_line(k: int, rng: np.random.Generator) -> str:
     """One of four kinds of broken record a real export or transport produces."""
     kind = k % 4
     vid = f"{int(rng.integers(10**17, 10**18)):019d}"
-    base = {"fullVisitorId": vid, "visitId": "1470000000", "visitStartTime": "1470000000",
+    base: dict[str, Any] = {"fullVisitorId": vid, "visitId": "1470000000", "visitStartTime": "1470000000",
             "totals": {"pageviews": "2"}, "geoNetwork": {"continent": "Europe"}, "device": {"deviceCategory": "desktop"}}
     if kind == 0:
         return json.dumps(base)[: 40]  # truncated line: not JSON

@@ -127,14 +127,11 @@ def resolve(directory: Path) -> list[str]:
     from pyspark import SparkConf, SparkContext
 
     from lakehouse import jvm_process
-
-    from lakehouse.spark import LOG4J, bind_loopback_if_local
-
-    bind_loopback_if_local("local[1]")
+    jvm_process.bind_loopback_if_local("local[1]")
     conf = (SparkConf().setMaster("local[1]").setAppName("lakehouse-resolve-jars")
             .set("spark.jars.packages", ",".join(packages)).set("spark.jars.ivy", str(ivy))
             .set("spark.jars.excludes", ",".join(EXCLUDES)).set("spark.ui.enabled", "false")
-            .set("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{LOG4J}"))
+            .set("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{jvm_process.LOG4J}"))
     SparkContext._ensure_initialized(gateway=jvm_process.launch(conf))  # Ivy's chatter goes to the log only
     spark = SparkSession.builder.config(conf=conf).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

@@ -23,19 +23,26 @@ def require_classic(spark: SparkSession) -> None:
                              "Spark driver (local[*], spark://, yarn or k8s masters)")
 
 
+def _jvm(spark: SparkSession) -> Any:
+    jvm = spark.sparkContext._jvm
+    if jvm is None:
+        raise LakehouseError("Spark's JVM gateway is gone (the session was stopped)")
+    return jvm
+
+
 def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
     """(Hadoop FileSystem, Hadoop Path) for `path`: local, abfs(s)://, or any Hadoop scheme."""
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
 def hadoop_path(spark: SparkSession, parent: Any, name: str) -> Any:
-    return spark.sparkContext._jvm.org.apache.hadoop.fs.Path(parent, name)
+    return _jvm(spark).org.apache.hadoop.fs.Path(parent, name)
 
 
 def read_stream_bytes(spark: SparkSession, stream: Any) -> bytes:
-    return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    return bytes(_jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream))
 
 
 def set_hadoop_conf(spark: SparkSession, settings: dict[str, str]) -> None:
@@ -61,14 +68,14 @@ def executed_plan_text(df: DataFrame) -> str:
 def check_file(spark: SparkSession, path: str, keep: int) -> tuple[str, bytes] | None:
     """None if the file reads to its end through Hadoop's codec for its name; else (cause, the first
     `keep` bytes that could be read). (lakehouse/jvm/BronzeFile.java)"""
-    problem = spark.sparkContext._jvm.dplakehouse.BronzeFile.check(
+    problem = _jvm(spark).dplakehouse.BronzeFile.check(
         spark.sparkContext._jsc.hadoopConfiguration(), path, keep)
     return None if problem is None else (str(problem[0]), bytes(problem[1]))
 
 
 def scan_files(spark: SparkSession, directory: str, event_name: str) -> tuple[int, list[str]]:
     """(how many visible files under `directory` match the regex `event_name`, the others' paths)."""
-    events, ignored = spark.sparkContext._jvm.dplakehouse.BronzeFile.scan(
+    events, ignored = _jvm(spark).dplakehouse.BronzeFile.scan(
         spark.sparkContext._jsc.hadoopConfiguration(), directory, event_name)
     return int(events), [str(p) for p in ignored]
 

@@ -20,12 +20,14 @@ import tempfile
 import threading
 from pathlib import Path
 
+from py4j.java_gateway import JavaGateway
 from pyspark import SparkConf
 from pyspark.java_gateway import launch_gateway
 
 from lakehouse.errors import LakehouseError
 
 LOG_DIR_ENV = "LAKEHOUSE_LOG_DIR"
+LOG4J = Path(__file__).with_name("log4j2.properties")  # Spark, Hadoop and Delta at WARN, known noise at ERROR
 # Lines the JVM prints on every start, or Ivy prints while resolving jars: no user acts on them.
 NOISE = re.compile(
     r"^(WARNING: Using incubator modules|Using Spark's default log4j profile|Setting default log level to"
@@ -119,7 +121,15 @@ def hint_for(cause: str) -> str:
     return "see the log for the whole output"
 
 
-def launch(conf: SparkConf):
+def bind_loopback_if_local(master: str) -> None:
+    """A local[*] driver only talks to itself: with SPARK_LOCAL_IP=127.0.0.1 Spark never resolves
+    the hostname, which a container may not have in /etc/hosts (`docker run --network none`,
+    podman: UnknownHostException). A spark:// driver must bind an address its cluster reaches."""
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def launch(conf: SparkConf) -> JavaGateway:
     """The py4j gateway to a new JVM started with `conf`, its stderr read by a JvmOutput."""
     global _output
     read_fd, write_fd = os.pipe()
@@ -127,7 +137,7 @@ def launch(conf: SparkConf):
     atexit.register(_remove_log_unless_failed)
     try:
         return launch_gateway(conf, popen_kwargs={"stderr": write_fd})
-    except Exception as exc:  # noqa: BLE001 - whatever stopped the start, say it in one line, cause kept
+    except Exception as exc:
         mark_failed()
         _output.wait()
         cause = _output.cause() or str(exc).strip().splitlines()[0]
@@ -137,7 +147,7 @@ def launch(conf: SparkConf):
         os.close(write_fd)
 
 
-def death_message(gateway) -> str | None:
+def death_message(gateway: JavaGateway) -> str | None:
     """If the JVM behind `gateway` has died, one line saying so and where its log is."""
     proc = getattr(gateway, "proc", None)
     code = proc.poll() if proc is not None else None

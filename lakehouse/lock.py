@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lakehouse.errors import LockBusy
-from lakehouse.storage import Locations, is_url
 
 
 class LeaseLost(LockBusy):
@@ -40,7 +39,8 @@ class RunLease:
         """Raises LeaseLost if the lock may no longer be ours; `before` names the write it guards."""
 
 
-def _holder() -> str:
+def holder() -> str:
+    """Who holds the lock, recorded beside it (a busy lock names its holder)."""
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
@@ -54,24 +54,11 @@ def local_lock(path: str) -> Iterator[RunLease]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-            raise LockBusy(f"another lakehouse run holds {lock_file} ({holder}); it will be released when "
+            current = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            raise LockBusy(f"another lakehouse run holds {lock_file} ({current}); it will be released when "
                            "that run ends - try again later") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, _holder().encode(), 0)
+        os.pwrite(fd, holder().encode(), 0)
         yield RunLease()
     finally:
         os.close(fd)  # closing the descriptor releases the flock
-
-
-@contextlib.contextmanager
-def run_lock(loc: Locations, azure_settings=None) -> Iterator[RunLease]:
-    """The lakehouse-wide writer lock for ``loc``."""
-    if is_url(loc.silver):
-        from lakehouse import azure
-
-        with azure.lease_lock(azure_settings, loc.lock, _holder()) as lease:
-            yield lease
-    else:
-        with local_lock(loc.lock) as lease:
-            yield lease

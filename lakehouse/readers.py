@@ -4,10 +4,13 @@ answers in well under a second where starting Spark takes ten (`lakehouse budget
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lakehouse import catalog
 from lakehouse.storage import is_url
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 class TableReader(Protocol):
@@ -19,7 +22,7 @@ class TableReader(Protocol):
 
 
 class SparkReader:
-    def __init__(self, spark):
+    def __init__(self, spark: SparkSession):
         self.spark = spark
 
     def exists(self, path: str) -> bool:
@@ -39,7 +42,7 @@ class LocalReader:
         log = Path(path) / "_delta_log"
         return (log / catalog.FIRST_COMMIT).is_file() or (log / "_last_checkpoint").is_file()
 
-    def _table(self, path: str):
+    def _table(self, path: str) -> Any:
         from deltalake import DeltaTable
 
         return DeltaTable(path)

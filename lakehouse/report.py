@@ -16,30 +16,35 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on a scheduler or in a container
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from pyspark.sql import SparkSession  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
-from lakehouse import catalog  # noqa: E402
-from lakehouse.config import Config, MetricConfig, MetricKind, Period  # noqa: E402
-from lakehouse.errors import LakehouseError  # noqa: E402
-from lakehouse.log import warn  # noqa: E402
-from lakehouse.storage import Locations, is_url, join  # noqa: E402
+from lakehouse import catalog
+from lakehouse.config import Config, MetricConfig, MetricKind, Period
+from lakehouse.errors import LakehouseError
+from lakehouse.log import warn
+from lakehouse.schemas import ReleaseKind
+from lakehouse.storage import Locations, is_url, join
 
 SERIES_PARTITIONS = 8  # a plot with 150 countries is unreadable: show the largest ones
-KIND_STYLE = {"closed": ("-", "o"), "continual": ("-", "."), "incremental": ("-", "o"), "reprocess": ("none", "x")}
+KIND_STYLE = {ReleaseKind.CLOSED: ("-", "o"), ReleaseKind.CONTINUAL: ("-", "."), ReleaseKind.INCREMENTAL: ("-", "o"),
+              ReleaseKind.REPROCESS: ("none", "x")}
 
 
 @dataclass(frozen=True)
 class Point:
     release_id: int
-    kind: str
+    kind: ReleaseKind
     period_start: dt.date | None
     key: str
     value: float
@@ -55,8 +60,8 @@ def gold_points(spark: SparkSession, loc: Locations, metric: MetricConfig) -> li
     sigma = F.coalesce("noise_stddev", "approx_stddev") if "approx_stddev" in df.columns else F.col("noise_stddev")
     rows = df.select("release_id", "kind", "period_start", F.col(metric.group_by).alias("key"),
                      F.col(metric.output).alias("value"), sigma.alias("sigma")).collect()
-    return [Point(r["release_id"], r["kind"], r["period_start"], r["key"], float(r["value"]), float(r["sigma"] or 0.0))
-            for r in rows]
+    return [Point(r["release_id"], ReleaseKind(r["kind"]), r["period_start"], r["key"], float(r["value"]),
+                  float(r["sigma"] or 0.0)) for r in rows]
 
 
 def robust_limits(values: list[float], sigmas: list[float], bounds: tuple[float, float] | None = None
@@ -68,8 +73,8 @@ def robust_limits(values: list[float], sigmas: list[float], bounds: tuple[float,
         return 0.0, 1.0
     typical = sorted(sigmas)[len(sigmas) // 2] if sigmas else 0.0
     capped = [min(s, 3 * typical) for s in sigmas]
-    lo = min(min(values), min(v - 2 * s for v, s in zip(values, capped)))
-    hi = max(max(values), max(v + 2 * s for v, s in zip(values, capped)))
+    lo = min(min(values), min(v - 2 * s for v, s in zip(values, capped, strict=True)))
+    hi = max(max(values), max(v + 2 * s for v, s in zip(values, capped, strict=True)))
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
@@ -79,17 +84,19 @@ def robust_limits(values: list[float], sigmas: list[float], bounds: tuple[float,
 
 
 def _bounds(metric: MetricConfig) -> tuple[float, float] | None:
-    return (metric.min_value, metric.max_value) if metric.kind == MetricKind.MEAN else None
+    if metric.kind != MetricKind.MEAN or metric.min_value is None or metric.max_value is None:
+        return None
+    return metric.min_value, metric.max_value
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _title(ax, text: str, note: str) -> None:
+def _title(ax: Axes, text: str, note: str) -> None:
     ax.set_title(f"{text}\n{note}", fontsize=10)
 
 
@@ -98,15 +105,15 @@ def latest(points: list[Point], periodic: bool) -> list[Point]:
     if not points:
         return []
     if periodic:
-        newest = max(p.period_start for p in points if p.period_start)
+        newest_period = max(p.period_start for p in points if p.period_start)
         chosen: dict[str, Point] = {}
         for p in points:
-            if p.period_start == newest and p.kind != "reprocess":
+            if p.period_start == newest_period and p.kind != ReleaseKind.REPROCESS:
                 if p.key not in chosen or p.release_id > chosen[p.key].release_id:
                     chosen[p.key] = p
         return sorted(chosen.values(), key=lambda p: -p.value)
-    newest = max(p.release_id for p in points)
-    return sorted((p for p in points if p.release_id == newest), key=lambda p: -p.value)
+    newest_release = max(p.release_id for p in points)
+    return sorted((p for p in points if p.release_id == newest_release), key=lambda p: -p.value)
 
 
 def plot_latest(metric: MetricConfig, points: list[Point], periodic: bool, out: Path) -> Path:
@@ -160,27 +167,29 @@ def plot_series(metric: MetricConfig, points: list[Point], out: Path) -> Path:
         for p in points:
             if p.key != key or p.period_start is None:
                 continue
-            if p.kind == "reprocess":
+            if p.kind == ReleaseKind.REPROCESS:
                 again.append(p)
             elif p.period_start not in newest or p.release_id > newest[p.period_start].release_id:
                 newest[p.period_start] = p
         series = [newest[d] for d in sorted(newest)]
-        xs = [p.period_start for p in series]
+        xs: list[Any] = [p.period_start for p in series]
         ys = [p.value for p in series]
         ax.plot(xs, ys, marker="o", markersize=3, color=color, label=key)
         masked = [noise_dominated(metric, p) for p in series]
         ax.fill_between(xs, [p.value - 2 * p.sigma for p in series], [p.value + 2 * p.sigma for p in series],
                         where=[not m for m in masked], interpolate=False, color=color, alpha=0.15, linewidth=0)
         if any(masked):
-            ax.plot([x for x, m in zip(xs, masked) if m], [y for y, m in zip(ys, masked) if m], linestyle="none",
+            ax.plot([x for x, m in zip(xs, masked, strict=True) if m], [y for y, m in zip(ys, masked, strict=True) if m],
+                    linestyle="none",
                     marker="o", markersize=6, markerfacecolor="white", color=color,
                     label=None if hollow_shown else "hollow: noise-dominated (too few rows)")
             hollow_shown = True
         if again:
-            ax.plot([p.period_start for p in again], [p.value for p in again], linestyle="none", marker="x",
+            again_x: list[Any] = [p.period_start for p in again]
+            ax.plot(again_x, [p.value for p in again], linestyle="none", marker="x",
                     color=color, label=f"{key} (reprocessed)")
         shown_values += ys + [p.value for p in again]
-        shown_sigmas += [0.0 if m else p.sigma for p, m in zip(series, masked)] + [p.sigma for p in again]
+        shown_sigmas += [0.0 if m else p.sigma for p, m in zip(series, masked, strict=True)] + [p.sigma for p in again]
     ax.set_ylim(*robust_limits(shown_values, shown_sigmas, _bounds(metric)))
     ax.xaxis.set_major_locator(mdates.AutoDateLocator())
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
@@ -204,7 +213,7 @@ def plot_history(metric: MetricConfig, points: list[Point], out: Path) -> Path:
             linestyle, marker = KIND_STYLE.get(kind, ("-", "o"))
             ax.errorbar([p.release_id for p in pts], [p.value for p in pts], yerr=[2 * p.sigma for p in pts],
                         linestyle=linestyle, marker=marker, capsize=2, color=colors[i % len(colors)],
-                        label=key if kind == "incremental" else f"{key} ({kind})")
+                        label=key if kind == ReleaseKind.INCREMENTAL else f"{key} ({kind})")
     ax.set_ylim(*robust_limits([p.value for p in points if p.key in keys],
                                [p.sigma for p in points if p.key in keys], _bounds(metric)))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -217,7 +226,7 @@ def plot_history(metric: MetricConfig, points: list[Point], out: Path) -> Path:
 
 def _raw_values(spark: SparkSession, loc: Locations, config: Config, metric: MetricConfig,
                 period_start: dt.date | None) -> dict[str, float]:
-    from dp.sources import period_rows
+    from lakehouse.silver import period_rows
 
     if period_start is None:
         rows = catalog.read(spark, loc.silver_sessions)

@@ -6,12 +6,23 @@ Rows are built by field name (:func:`row`), never by position.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Any
 
 from pyspark.sql import types as T
 
 from lakehouse.config import MetricConfig, MetricKind
+
+
+class ReleaseKind(enum.StrEnum):
+    """The values of the `kind` column of the audit, the ledger and every Gold metric table."""
+
+    INCREMENTAL = "incremental"  # period "none": the rows added since the last release
+    CLOSED = "closed"  # one period, once, after it closed
+    CONTINUAL = "continual"  # a running total of an open period (one tree leaf)
+    REPROCESS = "reprocess"  # closed periods again, over Silver as of a version (time travel)
+    LATE = "late"  # no release: rows that arrived after their period's release (audit only)
 
 
 def _field(name: str, kind: T.DataType, nullable: bool = False) -> T.StructField:

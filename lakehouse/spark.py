@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from lakehouse import jars, jvm_process
+from lakehouse import jars, jvm_bridge, jvm_process
 from lakehouse.config import Config
 from lakehouse.log import progress, warn
 
-LOG4J = Path(__file__).with_name("log4j2.properties")
+LOG4J = jvm_process.LOG4J
 # Spark redacts matching config keys in the UI, event logs and our error output.
 # The key's fingerprint (a table property, see streaming.ingest.key_fingerprint) reveals nothing
 # and must stay readable: the ingest compares it with SHOW TBLPROPERTIES, which redacts by this.
@@ -75,23 +74,16 @@ def session_conf(config: Config) -> dict[str, str]:
     return conf
 
 
-def bind_loopback_if_local(master: str) -> None:
-    """A local[*] driver only talks to itself: with SPARK_LOCAL_IP=127.0.0.1 Spark never resolves
-    the hostname, which a container may not have in /etc/hosts (`docker run --network none`,
-    podman: UnknownHostException). A spark:// driver must bind an address its cluster reaches."""
-    if master.startswith("local"):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-
-
 def get_spark(config: Config) -> SparkSession:
     """The active session if there is one (tests share one), else a new one from the config, its
     JVM started by lakehouse.jvm_process (output filtered and logged, failures explained)."""
     active = SparkSession.getActiveSession()
     if active is not None:
+        jvm_bridge.require_classic(active)  # e.g. a notebook's Spark Connect session: refused, clearly
         return active
     # Python workers must run this interpreter: the venv holds pipeline_dp, not the system python3.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    bind_loopback_if_local(config.spark.master)
+    jvm_process.bind_loopback_if_local(config.spark.master)
     conf = SparkConf().setMaster(config.spark.master).setAll(list(session_conf(config).items()))
     if SparkContext._gateway is None:
         progress(f"starting Spark ({config.spark.master}; about 10 s)")

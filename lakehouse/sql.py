@@ -47,10 +47,10 @@ def _cell(value: Any) -> str:
 def write_table(columns: list[str], rows: list[tuple], out: IO[str]) -> None:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), file=out)
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), file=out)
     print("  ".join("-" * w for w in widths), file=out)
     for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), file=out)
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
 
 
@@ -95,6 +95,6 @@ def run_query(spark: SparkSession, loc: Locations, query: str, fmt: str, out: IO
                 writer.writerow(["" if v is None else _cell(v) if isinstance(v, dt.datetime) else v for v in r])
         else:
             for r in rows:
-                print(json.dumps({c: _json_value(v) for c, v in zip(columns, r)}), file=out)
+                print(json.dumps({c: _json_value(v) for c, v in zip(columns, r, strict=True)}), file=out)
     except AnalysisException as exc:
         raise LakehouseError(f"SQL error: {spark_message(exc)}") from exc

@@ -32,7 +32,7 @@ class Locations:
     checkpoints: str
 
     @classmethod
-    def from_config(cls, config: Config) -> "Locations":
+    def from_config(cls, config: Config) -> Locations:
         s = config.storage
         root = _absolute(s.root) if s.root else ""
         derived = lambda explicit, name: _absolute(explicit) if explicit else join(root, name)  # noqa: E731

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
 from pyspark.errors import StreamingQueryException
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import catalog, failpoints, fs, jvm_bridge, schemas
@@ -199,12 +199,12 @@ class SilverBatchWriter:
         return out
 
     def _write(self, candidates: DataFrame, batch_id: int, unreadable: dict[str, tuple[str, str]]) -> None:
-        stats = candidates.agg(
+        stats = catalog.one(candidates.agg(
             F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
             F.count(F.when(F.col("reason").isNotNull(), 1)).alias("bad"),
             F.min(F.when(F.col("reason").isNull(), F.col("session_start"))).alias("lo"),
             F.max(F.when(F.col("reason").isNull(), F.col("session_start"))).alias("hi"),
-        ).first()
+        ))
         inserted = 0
         if stats["valid"]:
             self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
@@ -215,7 +215,7 @@ class SilverBatchWriter:
         if bad_rows:
             bad = transform.quarantined(candidates)
             if unreadable:
-                now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
                 whole = [schemas.row(schemas.SILVER_QUARANTINE, {"source_file": path, "raw": prefix, "reason": reason,
                                                                  "ingested_at": now})
                          for path, (reason, prefix) in unreadable.items()]
@@ -267,7 +267,7 @@ class SilverBatchWriter:
                    .merge(sessions.alias("s"), condition)
                    .whenNotMatchedInsertAll()
                    .execute())
-        return int(metrics.first()["num_inserted_rows"])
+        return int(catalog.one(metrics)["num_inserted_rows"])
 
 
 def silver_properties(fingerprint: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ The streaming job (``streaming.ingest``) feeds each micro-batch of raw lines thr
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -72,13 +73,28 @@ def parse_bronze(lines: DataFrame) -> DataFrame:
                     F.from_json("value", BRONZE_SCHEMA, options).alias("rec")))
 
 
-# Integer fields: (name in the reason, path in the Bronze record, lower bound, upper bound (excl.), required)
-_INTEGER_FIELDS = [
-    ("visitId", ("visitId",), 0, 2**63 - 1, True),
-    ("visitStartTime", ("visitStartTime",), MIN_START, MAX_START, True),
-    ("totals.pageviews", ("totals", "pageviews"), 0, MAX_PAGEVIEWS + 1, False),
-    ("totals.timeOnSite", ("totals", "timeOnSite"), 0, MAX_TIME_ON_SITE + 1, False),
-]
+@dataclass(frozen=True)
+class IntegerField:
+    """A Bronze field that must hold an integer in [lo, hi); its columns in the typed frame are
+    named after it (``_raw_<column>``, ``_text_<column>``, ``_int_<column>``), never by position."""
+
+    name: str  # as the reason names it
+    path: tuple[str, ...]  # in the Bronze record
+    lo: int
+    hi: int  # exclusive
+    required: bool
+    column: str
+
+    def col(self, stage: str) -> Column:
+        return F.col(f"_{stage}_{self.column}")
+
+
+VISIT_ID = IntegerField("visitId", ("visitId",), 0, 2**63 - 1, True, "visit_id")
+START = IntegerField("visitStartTime", ("visitStartTime",), MIN_START, MAX_START, True, "start")
+PAGEVIEWS = IntegerField("totals.pageviews", ("totals", "pageviews"), 0, MAX_PAGEVIEWS + 1, False, "pageviews")
+TIME_ON_SITE = IntegerField("totals.timeOnSite", ("totals", "timeOnSite"), 0, MAX_TIME_ON_SITE + 1, False,
+                            "time_on_site")
+_INTEGER_FIELDS = (VISIT_ID, START, PAGEVIEWS, TIME_ON_SITE)
 
 
 def _field(path: tuple[str, ...]) -> Column:
@@ -92,7 +108,7 @@ def _typed(parsed: DataFrame) -> DataFrame:
     """Step 1: every value trimmed and cast once. (Spark keeps this projection apart from the next
     one rather than recomputing each cast in every branch of the reason's CASE WHEN.)"""
     rec = F.col("rec")
-    columns = [
+    columns: list[Column | str] = [
         "raw", "source_file",
         F.is_valid_utf8("raw").alias("_utf8"),
         # exactly one JSON value: '[' line ']' is a valid array of one element; a trailing '}' or
@@ -111,9 +127,10 @@ def _typed(parsed: DataFrame) -> DataFrame:
         clean_dimension(rec["device"]["browser"]).alias("browser"),
         clean_dimension(rec["device"]["operatingSystem"]).alias("operating_system"),
     ]
-    for i, (_, path, _, _, _) in enumerate(_INTEGER_FIELDS):
-        text = F.trim(_field(path))
-        columns += [_field(path).alias(f"_raw{i}"), text.alias(f"_text{i}"), text.try_cast("long").alias(f"_int{i}")]
+    for f in _INTEGER_FIELDS:
+        text = F.trim(_field(f.path))
+        columns += [_field(f.path).alias(f"_raw_{f.column}"), text.alias(f"_text_{f.column}"),
+                    text.try_cast("long").alias(f"_int_{f.column}")]
     return parsed.select(*columns)
 
 
@@ -134,10 +151,11 @@ def _reason() -> Column:
         (~F.col("_visitor").rlike(VISITOR_ID_PATTERN),
          F.concat(F.lit("bad_value: fullVisitorId='"), _shown(F.col("_visitor_raw")), F.lit("' is not an identifier"))),
     ]
-    for i, (name, _, lo, hi, required) in enumerate(_INTEGER_FIELDS):
-        text, value, raw = F.col(f"_text{i}"), F.col(f"_int{i}"), F.col(f"_raw{i}")
+    for f in _INTEGER_FIELDS:
+        name, lo, hi = f.name, f.lo, f.hi
+        text, value, raw = f.col("text"), f.col("int"), f.col("raw")
         present = text.isNotNull() & (text != "")
-        if required:
+        if f.required:
             problems.append((~present, F.lit(f"missing_field: {name}")))
         problems.append((present & value.isNull(),
                          F.concat(F.lit(f"bad_value: {name}='"), _shown(raw), F.lit("' is not an integer"))))
@@ -159,7 +177,7 @@ def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column
     ``raw`` is the original line for a quarantined row and null for a valid one (which needs no copy).
     """
     ingested_at = ingested_at if ingested_at is not None else F.current_timestamp()
-    visit_id, start, pageviews, time_on_site = (F.col(f"_int{i}") for i in range(4))
+    visit_id, start, pageviews, time_on_site = (f.col("int") for f in _INTEGER_FIELDS)
     visitor = F.col("_visitor")
     with_reason = _typed(parse_bronze(lines)).withColumn("reason", _reason())
     return with_reason.select(

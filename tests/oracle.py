@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import TEST_PSEUDONYM_KEY
+from support import TEST_PSEUDONYM_KEY
 
 
 def _int(value, lo: int, hi: int, required: bool) -> bool:

@@ -13,13 +13,13 @@ from collections import Counter
 
 import pytest
 
-from dp import periods as P
 from dp import tree
-from dp.plan import (AuditState, MetricShare, ReleaseKind, audit_rows, check_caps, plan_release, plan_reprocess)
+from dp.plan import AuditState, MetricShare, ReleaseKind, audit_rows, check_caps, plan_release, plan_reprocess
+from lakehouse import periods as P
 from lakehouse.config import Period, PrivacyConfig, ReleaseMode
 from lakehouse.errors import BudgetExceeded, LakehouseError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SHARES = {"continents": MetricShare("continents", 1 / 3, 0.0, False),
           "devices": MetricShare("devices", 1 / 3, 0.0, False),
           "countries": MetricShare("countries", 1 / 3, 1e-6, True)}

@@ -9,10 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from conftest import lakehouse_subprocess, run_cli
 from oracle import visitor_ids
-from test_release import cli, snapshot, versions, write_conf
+from support import cli, lakehouse_subprocess, run_cli, snapshot, versions, write_conf
 
 REFUSED = [
     # writes through the front door

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pyspark
 import pytest
-
-from conftest import FAST_START_JVM, SUBPROCESS_SPARK_CONF, lakehouse_subprocess, run_cli
 from oracle import expected_from
+from support import FAST_START_JVM, SUBPROCESS_SPARK_CONF, lakehouse_subprocess, run_cli
 
 SPARK_HOME = Path(pyspark.__file__).parent
 

@@ -19,8 +19,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import types as T
-
-from conftest import run_cli
+from support import run_cli
 
 # Table properties that upgrade the protocol or change how a reader must read the files.
 READER_BREAKING_PROPERTIES = ("delta.enableDeletionVectors", "delta.columnMapping.mode", "delta.checkpointPolicy",
@@ -70,7 +69,7 @@ def normalize(value):
     """One representation per value whatever the reader: instants as aware UTC datetimes (PySpark
     hands out naive local times, Arrow readers aware ones)."""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc)  # a naive datetime is taken as local time, as PySpark made it
+        return value.astimezone(dt.UTC)  # a naive datetime is taken as local time, as PySpark made it
     return value
 
 
@@ -88,8 +87,8 @@ def assert_same_rows(name: str, columns: list[str], expected: list[dict], actual
     exp = sorted((tuple(normalize(r[c]) for c in columns) for r in expected), key=sort_key)
     act = sorted((tuple(normalize(r[c]) for c in columns) for r in actual), key=sort_key)
     assert len(exp) == len(act), f"{name}: {len(act)} rows, Spark reads {len(exp)}"
-    for e, a in zip(exp, act):
-        assert all(same_value(x, y) for x, y in zip(e, a)), f"{name}: row differs\nSpark: {e}\nother: {a}"
+    for e, a in zip(exp, act, strict=True):
+        assert all(same_value(x, y) for x, y in zip(e, a, strict=True)), f"{name}: row differs\nSpark: {e}\nother: {a}"
 
 
 # ------------------------------------------------------------------------------------------

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
+from support import REPO, run_cli
 
-from conftest import REPO, run_cli
 from lakehouse.config import Config, ConfigError, load_config, parse_config
 
 BASE_METRIC = {"kind": "COUNT", "group_by": "continent", "public_partitions": ["Europe"]}

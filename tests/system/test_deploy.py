@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO
+from support import REPO
 
 BIN = Path(sys.executable).parent
 DEPLOY = REPO / "deploy" / "containerapps-job.sh"
@@ -58,7 +57,7 @@ def test_shell_scripts_pass_shellcheck():
 ])
 def test_local_masters_bind_loopback_so_a_container_hostname_need_not_resolve(monkeypatch, master, preset,
                                                                                expected):
-    from lakehouse.spark import bind_loopback_if_local
+    from lakehouse.jvm_process import bind_loopback_if_local
 
     if preset is None:
         monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)

@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import SUBPROCESS_SPARK_CONF, lakehouse_running_until, lakehouse_subprocess, run_cli, sigkill_group
 from oracle import pseudonym
-from test_transform import session
+from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, lakehouse_subprocess, run_cli, session, sigkill_group
 
 
 def _line(visitor: int, **changes) -> str:

@@ -10,33 +10,17 @@ import json
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
+from support import session
 
 from streaming import transform
 from streaming.schema import SILVER_COLUMNS
 
 KEY = b"unit-test-key"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def pseudonym(message: str, key: bytes = KEY) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
-
-
-def session(**overrides) -> dict:
-    """A valid GA-shaped session; overrides replace top-level keys (None deletes)."""
-    record = {
-        "fullVisitorId": "1234567890", "visitId": "1501591568", "visitStartTime": "1501591568",
-        "device": {"browser": "Chrome", "operatingSystem": "Windows", "isMobile": False, "deviceCategory": "desktop"},
-        "geoNetwork": {"continent": "Europe", "subContinent": "Western Europe", "country": "Germany", "city": "Berlin"},
-        "totals": {"visits": "1", "hits": "4", "pageviews": "3", "timeOnSite": "120"},
-        "trafficSource": {"source": "google"}, "hits": [{"hitNumber": "1"}],
-    }
-    for key, value in overrides.items():
-        if value is None:
-            record.pop(key, None)
-        else:
-            record[key] = value
-    return record
 
 
 def lines_df(spark, *lines: str, source_file: str = "file:/bronze/a.jsonl"):

@@ -16,9 +16,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from scipy import optimize, stats
-
 from pyspark.sql import functions as F
+from scipy import optimize, stats
 
 from dp import engine_pipelinedp, engine_spark
 from dp.engine_spark import accumulators_frame, bounded_contributions, collect_accumulators

@@ -10,7 +10,7 @@ import datetime as dt
 
 from lakehouse.config import Period
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def period_start(moment: dt.datetime | dt.date, period: Period) -> dt.date:

@@ -11,13 +11,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
-from conftest import run_cli
 from oracle import pseudonym
-from test_transform import session
+from support import run_cli, session
 
 CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def cli(conf: Path, root: Path, *args: str):
@@ -171,7 +169,7 @@ def test_continual_running_totals_over_a_day(spark, root, tmp_path):
     day, batches = "2026-11-10", arrivals("2026-11-10")
     nows = ["2026-11-10T06:30:00Z", "2026-11-10T12:30:00Z", "2026-11-10T18:30:00Z", "2026-11-11T00:30:00Z"]
     outputs = []
-    for i, (batch, now) in enumerate(zip(batches, nows)):
+    for i, (batch, now) in enumerate(zip(batches, nows, strict=True)):
         land(root, f"run{i}.jsonl", batch)
         r = cli(conf, root, "run", "--now", now)
         assert r.code == 0, r.err

@@ -1,4 +1,4 @@
-"""What a release reads from silver.sessions: rows of chosen periods, or rows new since a version.
+"""Reading silver.sessions: rows of chosen periods, rows new since a version, its history.
 
 A run never scans all of Silver: the rows of given periods are read by a time range on
 ``session_start`` (Delta skips files by their min/max statistics, see catalog.SILVER_STATS), and new
@@ -13,8 +13,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dp import periods as P
 from lakehouse import catalog
+from lakehouse import periods as P
 from lakehouse.config import Period
 
 
@@ -58,5 +58,5 @@ def new_rows(spark: SparkSession, path: str, version_from: int, version_to: int,
 
 def first_period(spark: SparkSession, path: str, version: int, period: Period) -> dt.date | None:
     """The period of Silver's earliest session (Delta answers min() from file statistics)."""
-    first = catalog.read(spark, path, version).agg(F.min("session_start")).first()[0]
-    return None if first is None else P.period_start(first, period)
+    row = catalog.read(spark, path, version).agg(F.min("session_start")).first()
+    return None if row is None or row[0] is None else P.period_start(row[0], period)

@@ -3,96 +3,31 @@ Gold contents, the restricted record and its published copy, budget caps, reproc
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from conftest import SUBPROCESS_SPARK_CONF, CliResult, lakehouse_running_until, run_cli, sigkill_group
 from oracle import expected_from
-
-CONTINENTS = ["Africa", "Americas", "Antarctica", "Asia", "Europe", "Oceania", "(not set)"]
-CONF = """
-[privacy]
-period = "none"
-epsilon_per_release = 1.0
-delta_per_release = 1e-6
-epsilon_cap = {cap}
-delta_cap = {delta_cap}
-
-[metrics.sessions_per_continent]
-kind = "COUNT"
-group_by = "continent"
-output = "dp_sessions"
-public_partitions = {continents}
-max_partitions_contributed = 1
-max_contributions_per_partition = 5
-share = 2.0
-
-[metrics.avg_session_duration_per_device]
-kind = "MEAN"
-group_by = "device"
-output = "dp_avg_duration_s"
-value = "total_time_on_page"
-min_value = 0.0
-max_value = 3600.0
-public_partitions = ["desktop", "mobile", "tablet", "(not set)"]
-share = 1.0
-
-[metrics.sessions_per_country]
-kind = "COUNT"
-group_by = "country"
-output = "dp_sessions"
-share = 1.0
-"""
-ROW_LEVEL = {"user_id", "session_id", "raw", "source_file", "session_start", "rows_in", "rows_late"}
-METRICS = ["avg_session_duration_per_device", "sessions_per_continent", "sessions_per_country"]
-
-
-def write_conf(path: Path, cap: float = 10.0, delta_cap: float = 1e-5) -> Path:
-    # The [spark] JVM options only matter to subprocesses: the in-process session is already up.
-    path.write_text(CONF.format(cap=cap, delta_cap=delta_cap, continents=json.dumps(CONTINENTS))
-                    + SUBPROCESS_SPARK_CONF)
-    return path
+from support import (
+    CONTINENTS,
+    METRICS,
+    ROW_LEVEL,
+    CliResult,
+    cli,
+    lakehouse_running_until,
+    sigkill_group,
+    snapshot,
+    sql_json,
+    table_dirs,
+    versions,
+    write_conf,
+)
 
 
 @pytest.fixture
 def conf(tmp_path) -> Path:
     return write_conf(tmp_path / "release.toml")
-
-
-def cli(conf: Path, root: Path, *args: str) -> CliResult:
-    return run_cli("--conf", str(conf), "--root", str(root), *args)
-
-
-def sql_json(conf: Path, root: Path, query: str) -> list[dict]:
-    r = cli(conf, root, "sql", query, "--format", "json")
-    assert r.code == 0, r.err
-    return [json.loads(line) for line in r.out.splitlines()]
-
-
-def table_version(spark, path: Path) -> int:
-    return spark.sql(f"DESCRIBE HISTORY delta.`{path}`").agg({"version": "max"}).first()[0]
-
-
-def table_dirs(root: Path, layer: str) -> list[str]:
-    """Tables with at least one commit. (A process killed mid-publish can leave a table that another
-    thread was still creating: its folder, but no commit yet.)"""
-    base = root / layer
-    return sorted(p.name for p in base.iterdir() if any((p / "_delta_log").glob("*.json"))) if base.is_dir() else []
-
-
-def versions(spark, root: Path) -> dict[str, int]:
-    return {f"{layer}.{t}": table_version(spark, root / layer / t) for layer in ("silver", "gold")
-            for t in table_dirs(root, layer)}
-
-
-def snapshot(spark, root: Path, layer: str = "gold") -> dict[str, list[tuple]]:
-    return {t: sorted(tuple(r) for r in spark.read.format("delta").load(str(root / layer / t)).collect())
-            for t in table_dirs(root, layer)}
-
 
 @dataclass
 class Scenario:

@@ -14,10 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO, lakehouse_subprocess, run_cli
-from lakehouse.errors import LockBusy
 from oracle import expected_from
+from support import REPO, lakehouse_subprocess, run_cli
+
+from lakehouse.errors import LockBusy
 
 # One Azurite for the whole run: with pytest-xdist, every test that needs it runs in one worker.
 pytestmark = pytest.mark.xdist_group("azurite")
@@ -212,7 +212,7 @@ class _FakeIdentityEndpoint(http.server.BaseHTTPRequestHandler):
     header = "identity-header-secret"
     expires_on = 1_900_000_000
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):  # http.server's naming
         query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
         ok = (self.headers.get("X-IDENTITY-HEADER") == self.header and query.get("api-version") == ["2019-08-01"]
               and query.get("resource") == ["https://storage.azure.com/"]

@@ -11,10 +11,8 @@ import signal
 from pathlib import Path
 
 import pytest
-
-from conftest import SUBPROCESS_SPARK_CONF, lakehouse_running_until, run_cli, sigkill_group
 from oracle import expected_from, pseudonym
-from test_transform import session
+from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, run_cli, session, sigkill_group
 
 
 def summary(out: str) -> dict[str, int]:

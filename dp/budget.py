@@ -45,12 +45,34 @@ def read_state(tables: TableReader, loc: Locations, gold_tables: list[str],
         # nothing published yet; a first release staged before a crash is spent already
         return AuditState(tuple(staged_rows))
     try:
+        history = tables.history(loc.release_audit)
         rows = [AuditRow.from_mapping(r) for r in tables.rows(loc.release_audit)]
-    except Exception as exc:
+    except Exception as exc:  # any failure to read the record stops the run (never "0 spent")
         raise catalog.StorageError(f"cannot read silver.release_audit ({loc.release_audit}), the record of the "
                                    f"privacy spend: {spark_message(exc)}; nothing was released") from exc
+    _check_append_only(history, loc.release_audit, "silver.release_audit")
     recorded = {r.release_id for r in rows}
-    return AuditState(tuple(rows + [r for r in staged_rows if r.release_id not in recorded]))
+    state = AuditState(tuple(rows + [r for r in staged_rows if r.release_id not in recorded]))
+    for path in [loc.privacy_ledger, *gold_tables]:  # Gold never holds a release the record does not
+        newest = tables.max_value(path, "release_id") if tables.exists(path) else None
+        if newest is not None and newest > state.last_release_id:
+            raise LakehouseError(
+                f"{path} holds release {newest} but silver.release_audit records releases up to "
+                f"{state.last_release_id}: the restricted record lost releases (emptied, or restored to an older "
+                "version). Restore it from a backup; nothing was released")
+    return state
+
+
+def _check_append_only(history: list[tuple[int, str, str]], path: str, name: str) -> None:
+    """The record (and its copy) only ever grow: a DELETE, UPDATE, MERGE, overwrite or RESTORE in
+    their history is a refund attempt, and is refused. (Both are created with delta.appendOnly, so
+    Delta itself refuses those writes; this catches a table rewritten by other means.)"""
+    for version, operation, mode in history:
+        if operation != "CREATE TABLE" and (operation, mode) != ("WRITE", "Append"):
+            raise LakehouseError(
+                f"{name} ({path}) was changed other than by appending (version {version}: {operation}"
+                f"{' ' + mode if mode else ''}): spent budget could have been taken back. Restore it to its last "
+                "appended version from a backup; nothing was released")
 
 
 def ledger_row(row: AuditRow) -> tuple:
@@ -90,6 +112,7 @@ def repair_ledger(spark: SparkSession, loc: Locations, state: AuditState) -> Non
     ledger with rows the record does not hold."""
     missing = ledger_gap(SparkReader(spark), loc, state)
     if missing:
+        catalog.ensure_table(spark, loc.privacy_ledger, schemas.PRIVACY_LEDGER, catalog.APPEND_ONLY)
         catalog.append(spark, loc.privacy_ledger, schemas.PRIVACY_LEDGER, missing)
         progress(f"gold.privacy_ledger was missing {len(missing)} row(s) of silver.release_audit: republished them")
 
@@ -127,10 +150,11 @@ class BudgetStatus:
                     f"delta {self.delta_cap:g} in all (each release spends epsilon {self.epsilon_per_release:g}, delta "
                     f"{self.delta_per_release:g}).")
         unit = P.describe(self.period)
-        return (f"Protected: each user's sessions in any one {unit}, epsilon {self.epsilon_per_release:g} and delta "
-                f"{self.delta_per_release:g} per release of that {self.period.value} (at most epsilon "
-                f"{self.epsilon_cap:g}, delta {self.delta_cap:g} with reprocessing); a user active in k "
-                f"{self.period.value}s is protected k times less over those {self.period.value}s.")
+        return (f"Protected: each user's sessions in any one {unit}, by what that {self.period.value}'s releases "
+                f"spent (below): epsilon {self.epsilon_per_release:g} and delta {self.delta_per_release:g} for its "
+                f"release, never more than epsilon {self.epsilon_cap:g} and delta {self.delta_cap:g} in all "
+                f"(reprocessing included); a user active in k {self.period.value}s is protected k times less over "
+                f"those {self.period.value}s.")
 
     def summary(self, recent: int = 14) -> str:
         lines = [self.protected()]

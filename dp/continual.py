@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -43,6 +43,7 @@ from dp.metrics import MetricBudget
 from dp.noise import Accumulator, MetricResult, Partition, PartitionResult, additive_mechanism, mean_parts, mean_result
 from lakehouse import catalog, schemas
 from lakehouse.config import MetricConfig, MetricKind
+from lakehouse.errors import LakehouseError
 from lakehouse.storage import Locations
 
 # What each kind's tree sums: MEAN has two trees.
@@ -55,12 +56,41 @@ def _by_metric(metrics: tuple[MetricConfig, ...], value: Callable[[MetricConfig]
     return F.create_map(*pairs)[F.col("metric")]
 
 
+MARKER = ""  # a bounds row with this metric marks an attempt's leaf of a period, kept rows or not
+
+
+def check_state(spark: SparkSession, loc: Locations, attempts: dict[dt.date, set[str]]) -> None:
+    """Every earlier leaf of these periods left its marker in silver.release_bounds: a lost or
+    rolled-back bounds table would silently restart first-come-first-kept, letting a user contribute
+    the period's bound again."""
+    if not attempts:
+        return
+    found: set[tuple[dt.date, str]] = set()
+    if catalog.table_exists(spark, loc.release_bounds):
+        found = {(r["period_start"], r["attempt"]) for r in catalog.read(spark, loc.release_bounds)
+                 .where(F.col("period_start").isin(*attempts) & (F.col("metric") == MARKER))
+                 .select("period_start", "attempt").distinct().collect()}
+    lost = sorted((p, a) for p, ids in attempts.items() for a in ids if (p, a) not in found)
+    if lost:
+        raise LakehouseError(
+            f"silver.release_bounds ({loc.release_bounds}) has lost the kept contributions of {len(lost)} earlier "
+            f"run(s) of period {lost[0][0]}: continuing its running totals would let users contribute its bounds "
+            "again. Restore the table (e.g. RESTORE TABLE ... TO VERSION AS OF, from a backup); nothing was released")
+
+
+def markers(spark: SparkSession, starts: list[dt.date], attempt: str) -> DataFrame:
+    return spark.createDataFrame([schemas.row(schemas.RELEASE_BOUNDS, {"period_start": p, "metric": MARKER, "unit": 0,
+                                                                       "key": "", "kept": 0, "attempt": attempt})
+                                  for p in starts], schemas.RELEASE_BOUNDS)
+
+
 def kept_so_far(spark: SparkSession, loc: Locations, starts: list[dt.date], attempts: set[str]) -> DataFrame:
     """(period_start, metric, unit, key, prev_kept) of the units' earlier leaves in these periods."""
     empty = spark.createDataFrame([], schemas.RELEASE_BOUNDS)
     bounds = catalog.read(spark, loc.release_bounds) if starts and attempts and catalog.table_exists(
         spark, loc.release_bounds) else empty
-    return (bounds.where(F.col("period_start").isin(*starts) & F.col("attempt").isin(*attempts))
+    return (bounds.where(F.col("period_start").isin(*starts) & F.col("attempt").isin(*attempts)
+                         & (F.col("metric") != MARKER))
             .groupBy("period_start", "metric", "unit", "key").agg(F.sum("kept").alias("prev_kept")))
 
 
@@ -133,6 +163,16 @@ def stored_nodes(spark: SparkSession, loc: Locations, starts: list[dt.date]) -> 
     return out
 
 
+def _require(known: dict[tree.Node, tuple[float, float]], nodes: Iterable[tree.Node], metric: str, part: str,
+             key: str, period_start: dt.date, t: int) -> None:
+    lost = [n for n in nodes if n not in known]
+    if lost:
+        raise LakehouseError(
+            f"silver.release_tree lacks node {lost[0]} of {metric}/{part}/{key} for period {period_start} (run {t}): "
+            "the table was lost or rolled back; restore it (RESTORE TABLE ... TO VERSION AS OF, or from a backup); "
+            "nothing was released")
+
+
 def _part_value(acc: Accumulator, part: str) -> float:
     return {"count": acc.count, "sum": acc.value_sum, "users": acc.users}[part]
 
@@ -154,6 +194,7 @@ def running_totals(budget: MetricBudget, leaf: dict[Partition, Accumulator], lea
             for part, mech in mechanisms.items():
                 known = nodes.setdefault((period_start, metric.name, part, key), {})
                 for node in tree.completed_at(t):  # lowest level first: a parent's children exist by then
+                    _require(known, tree.children(node) if node[0] else (), metric.name, part, key, period_start, t)
                     exact = (_part_value(leaf.get((period_start, key), empty), part) if node[0] == 0
                              else sum(known[child][0] for child in tree.children(node)))
                     known[node] = (exact, mech.add_noise(exact))
@@ -162,6 +203,7 @@ def running_totals(budget: MetricBudget, leaf: dict[Partition, Accumulator], lea
                         "level": node[0], "node": node[1], "true_value": float(exact),
                         "noisy_value": float(known[node][1]), "release_id": release_id}))
                 decomposition = tree.decomposition(t)
+                _require(known, decomposition, metric.name, part, key, period_start, t)
                 totals[part] = sum(known[node][1] for node in decomposition)
                 stds[part] = math.sqrt(len(decomposition)) * mech.std
             if metric.kind == MetricKind.MEAN:

@@ -50,6 +50,7 @@ class AuditRow:
     noise_kind: str
     engine: str
     released_at: dt.datetime
+    spec: str  # continual: the metric's mechanism and bounds the period's tree was opened with
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> AuditRow:
@@ -100,6 +101,25 @@ class AuditState:
         return out
 
     @cached_property
+    def tree_specs(self) -> dict[dt.date, dict[str, str]]:
+        """Per period with a tree, each tree metric's spec at the tree's first leaf (what was paid for)."""
+        out: dict[dt.date, dict[str, str]] = defaultdict(dict)
+        for r in self.rows:
+            if r.kind == ReleaseKind.CONTINUAL and r.leaf == 1 and r.period_start is not None:
+                out[r.period_start][r.metric] = r.spec
+        return dict(out)
+
+    @cached_property
+    def closed_periods(self) -> set[dt.date]:
+        """Periods with a closed release of any metric: never reopened for running totals."""
+        return {r.period_start for r in self.rows if r.kind == ReleaseKind.CLOSED and r.period_start is not None}
+
+    @cached_property
+    def last_released_at(self) -> dt.datetime | None:
+        times = [t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (r.released_at for r in self.rows)]
+        return max(times, default=None)
+
+    @cached_property
     def leaf_versions(self) -> dict[dt.date, int]:
         """Per period with a tree, the Silver version its last leaf read up to."""
         out: dict[dt.date, int] = {}
@@ -130,6 +150,7 @@ class MetricShare:
     epsilon: float
     delta: float
     selection: bool  # DP partition selection (no public partitions): never a running total
+    spec: str = ""  # everything that fixes the metric's mechanism and bounds (a tree keeps its first run's)
 
 
 @dataclass(frozen=True)
@@ -190,6 +211,15 @@ def check_period(state: AuditState, privacy: PrivacyConfig) -> None:
             f"{sorted(recorded)[0]!r}: set it back, or start a new lakehouse (a new --root) for the new privacy unit")
 
 
+def check_clock(state: AuditState, now: dt.datetime) -> None:
+    """A run never goes back in time: from an earlier `now` a closed period would look open again."""
+    last = state.last_released_at
+    if last is not None and now < last:
+        raise LakehouseError(f"the run's time ({now:%Y-%m-%d %H:%M:%S} UTC) is before the latest release "
+                             f"({last:%Y-%m-%d %H:%M:%S} UTC): releases must move forward in time (a period released "
+                             "closed could otherwise be released again); check --now or this machine's clock")
+
+
 def check_caps(state: AuditState, plan: Plan, privacy: PrivacyConfig) -> None:
     """Refuses the whole plan if any period would pass its epsilon or delta cap."""
     for period_start in dict.fromkeys(p for _, p in plan.cost):
@@ -212,10 +242,13 @@ def plan_release(state: AuditState, privacy: PrivacyConfig, shares: Mapping[str,
     """The periodic release. `history`: (Silver version, rows it inserted) per commit;
     `first_period`: the period of Silver's earliest session (called only while no period is released)."""
     check_period(state, privacy)
+    check_clock(state, now)
     latest = max((v for v, _ in history), default=-1)
     if privacy.period == Period.NONE:
         return _plan_incremental(state, shares, history, latest)
-    start = min(state.released, default=None) or first_period()
+    configured = (P.period_start(dt.date.fromisoformat(privacy.first_period), privacy.period)
+                  if privacy.first_period else None)
+    start = configured or min(state.released, default=None) or first_period()
     window = (state.last_version + 1, latest)
     if start is None:
         return Plan(ReleaseKind.CLOSED, *window, message="nothing to release: silver.sessions holds no sessions yet")
@@ -239,10 +272,19 @@ def plan_release(state: AuditState, privacy: PrivacyConfig, shares: Mapping[str,
         for p in P.open_periods(now, period, close_after):
             if p < start:
                 continue
+            if p in state.closed_periods:  # released whole already (e.g. close_after_hours was raised)
+                continue
             leaf = state.leaves.get(p, 0) + 1
             if leaf > horizon:
                 notes.append(f"period {p}: its {horizon} runs ([privacy] max_releases_per_period) are published; "
                              "nothing new until it closes")
+                late_trees.add(p)
+                continue
+            opened = state.tree_specs.get(p, {})
+            if leaf > 1 and opened != {n: shares[n].spec for n in tree}:
+                # the tree's budget and bounds were fixed at its first run: with others it would spend more
+                notes.append(f"period {p}: its metrics or their parameters changed since its running totals began "
+                             "(their budget was fixed then): no more running totals for it; it is released at close")
                 late_trees.add(p)
                 continue
             tasks.append(PeriodTask(p, ReleaseKind.CONTINUAL, tree, leaf=leaf, spends=leaf == 1,
@@ -302,17 +344,19 @@ def plan_reprocess(state: AuditState, privacy: PrivacyConfig, shares: Mapping[st
     return Plan(ReleaseKind.REPROCESS, 0, version, tasks=tasks, cost=_costs(tasks, shares))
 
 
-def audit_rows(plan: Plan, privacy: PrivacyConfig, release_id: int, attempt: str, released_at: dt.datetime,
-               rows_in: Mapping[dt.date | None, int], rows_late: Mapping[dt.date, int]) -> list[AuditRow]:
+def audit_rows(plan: Plan, privacy: PrivacyConfig, shares: Mapping[str, MetricShare], release_id: int, attempt: str,
+               released_at: dt.datetime, rows_in: Mapping[dt.date | None, int],
+               rows_late: Mapping[dt.date, int]) -> list[AuditRow]:
     """The restricted record of a planned release once measured: one row per (task, metric) with
     its spend and the exact rows read, and one "late" row per period that received rows after its
     release."""
     def record(kind: ReleaseKind, metric: str, period_start: dt.date | None, epsilon: float, delta: float,
-               version_from: int, rows_in: int, rows_late: int, leaf: int | None) -> AuditRow:
+               version_from: int, rows_in: int, rows_late: int, leaf: int | None, spec: str = "") -> AuditRow:
         return AuditRow(release_id=release_id, attempt=attempt, kind=kind, metric=metric, period=privacy.period.value,
                         period_start=period_start, epsilon=epsilon, delta=delta, silver_version_from=version_from,
                         silver_version_to=plan.version_to, rows_in=rows_in, rows_late=rows_late, leaf=leaf,
-                        noise_kind=privacy.noise_kind.value, engine=privacy.engine.value, released_at=released_at)
+                        noise_kind=privacy.noise_kind.value, engine=privacy.engine.value, released_at=released_at,
+                        spec=spec)
 
     rows = []
     for task in plan.tasks:
@@ -325,7 +369,8 @@ def audit_rows(plan: Plan, privacy: PrivacyConfig, release_id: int, attempt: str
         for name in task.metrics:
             eps, delta = plan.cost[(name, task.period_start)]
             rows.append(record(task.kind, name, task.period_start, eps, delta, v_from,
-                               rows_in.get(task.period_start, 0), 0, task.leaf))
+                               rows_in.get(task.period_start, 0), 0, task.leaf,
+                               shares[name].spec if task.kind == ReleaseKind.CONTINUAL else ""))
     for period_start, n in sorted(rows_late.items()):
         rows.append(record(ReleaseKind.LATE, "", period_start, 0.0, 0.0, plan.version_from, 0, n, None))
     return rows

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ from dp.plan import (
     plan_reprocess,
 )
 from lakehouse import catalog, failpoints, schemas, silver
-from lakehouse.config import Config, Engine, MetricKind, Period
+from lakehouse.config import Config, Engine, MetricKind, Period, PrivacyConfig
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
 from lakehouse.log import progress
@@ -93,9 +94,20 @@ class ReleaseOutcome:
         return "\n".join(lines)
 
 
-def _shares(budgets: list[MetricBudget]) -> dict[str, MetricShare]:
-    return {b.metric.name: MetricShare(b.metric.name, b.epsilon, b.delta, b.metric.public_partitions is None)
-            for b in budgets}
+def _shares(budgets: list[MetricBudget], privacy: PrivacyConfig) -> dict[str, MetricShare]:
+    """Each metric's share of a period's budget, with a spec of everything that fixes its mechanism
+    and bounds: a continual tree only goes on while its spec is the one its first run paid for."""
+    levels = tree.levels(privacy.max_releases_per_period)
+    out = {}
+    for b in budgets:
+        m = b.metric
+        spec = json.dumps({"kind": m.kind.value, "group_by": m.group_by, "value": m.value, "min": m.min_value,
+                           "max": m.max_value, "l0": m.max_partitions_contributed,
+                           "linf": m.max_contributions_per_partition, "partitions": m.public_partitions,
+                           "noise": privacy.noise_kind.value, "levels": levels,
+                           "mechanisms": [(s.eps, s.delta) for s in b.specs]}, sort_keys=True)
+        out[m.name] = MetricShare(m.name, b.epsilon, b.delta, m.public_partitions is None, spec)
+    return out
 
 
 def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silver_version: int | None = None,
@@ -118,10 +130,11 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     latest = max(v for v, _ in history)
     version = latest if silver_version is None else min(silver_version, latest)
     first = lambda: silver.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
+    shares = _shares(budgets, privacy)
     if silver_version is None:
-        plan = plan_release(state, privacy, _shares(budgets), history, now, first)
+        plan = plan_release(state, privacy, shares, history, now, first)
     else:
-        plan = plan_reprocess(state, privacy, _shares(budgets), silver_version, latest, now, first, period)
+        plan = plan_reprocess(state, privacy, shares, silver_version, latest, now, first, period)
     outcome.kind, outcome.notes = plan.kind, list(plan.notes)
     outcome.status = dp_budget.status(state, config)
     if not plan.tasks:
@@ -134,7 +147,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     released_at = now.replace(tzinfo=None)
     progress(f"release {release_id}: {_describe(plan)} (engine {privacy.engine}, {privacy.noise_kind} noise)")
     measured = _measure(spark, config, loc, plan, state, budgets, release_id, attempt, lease)
-    tables = _tables(config, plan, measured, release_id, attempt, released_at)
+    tables = _tables(config, plan, shares, measured, release_id, attempt, released_at)
     failpoints.reached("release-before-stage")
     lease.check(f"staging release {release_id}")
     staging.stage(spark, loc, release_id, tables)
@@ -242,6 +255,7 @@ def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: P
     tree_budgets = [b for b in budgets if b.metric.name in tasks[0].metrics]
     metrics = tuple(b.metric for b in tree_budgets)
     continuing = [p for p, leaf in leaves.items() if leaf > 1]
+    continual.check_state(spark, loc, {p: state.attempts(p) for p in continuing})
     attempts = {a for p in continuing for a in state.attempts(p)}
     previous = continual.kept_so_far(spark, loc, continuing, attempts)
     columns = [f.name for f in schemas.SILVER_SESSIONS.fields] + ["period_start"]
@@ -251,6 +265,7 @@ def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: P
     leaf = continual.bounded_leaf(rows, metrics, previous)
     lease.check(f"writing the continual state of release {release_id}")
     leaf.kept.withColumn("attempt", F.lit(attempt)).select(*schemas.RELEASE_BOUNDS.names) \
+        .unionByName(continual.markers(spark, list(leaves), attempt)) \
         .write.format("delta").mode("append").partitionBy("period_start").save(loc.release_bounds)
     leaf.release()
     failpoints.reached("release-after-bounds")
@@ -263,9 +278,11 @@ def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: P
     measured.rows_in.update({p: leaf.rows_in.get(p, 0) for p in leaves})
 
 
-def _tables(config: Config, plan: Plan, measured: _Measured, release_id: int, attempt: str,
+def _tables(config: Config, plan: Plan, shares: dict[str, MetricShare], measured: _Measured, release_id: int,
+            attempt: str,
             released_at: dt.datetime) -> staging.Tables:
-    record = audit_rows(plan, config.privacy, release_id, attempt, released_at, measured.rows_in, measured.rows_late)
+    record = audit_rows(plan, config.privacy, shares, release_id, attempt, released_at, measured.rows_in,
+                        measured.rows_late)
     tables: staging.Tables = {
         staging.AUDIT: (schemas.RELEASE_AUDIT, [schemas.row(schemas.RELEASE_AUDIT, asdict(r)) for r in record]),
         staging.TREE: (schemas.RELEASE_TREE, measured.tree_rows),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,7 @@ from pyspark.sql import types as T
 
 from dp.plan import AuditRow
 from lakehouse import catalog, failpoints, fs
+from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
 from lakehouse.log import progress
 from lakehouse.storage import Locations, join
@@ -50,11 +52,17 @@ def staged_file(loc: Locations, release_id: int) -> str:
     return join(loc.release_staging, f"{_PREFIX}{release_id:010d}.json")
 
 
+_STAGED_NAME = re.compile(r"^release-(\d+)\.json$")
+
+
+def staged_ids(names: list[str]) -> list[int]:
+    """The release ids among file names of the staging folder (anything else there is not ours)."""
+    return sorted(int(m.group(1)) for m in map(_STAGED_NAME.match, names) if m)
+
+
 def pending(spark: SparkSession, loc: Locations) -> list[int]:
     """Release ids staged but not yet fully published (a directory listing)."""
-    names = fs.list_names(spark, loc.release_staging)
-    return sorted(int(n.removeprefix(_PREFIX).removesuffix(".json")) for n in names
-                  if n.startswith(_PREFIX) and n.endswith(".json"))
+    return staged_ids(fs.list_names(spark, loc.release_staging))
 
 
 def _encode(value: object) -> str:
@@ -80,12 +88,20 @@ def _decoder(kind: T.DataType) -> Callable[[Any], Any]:
 
 
 def read_staged(spark: SparkSession, loc: Locations, release_id: int) -> Tables:
-    return parse_staged(fs.read_text(spark, staged_file(loc, release_id)))
+    path = staged_file(loc, release_id)
+    return parse_staged(fs.read_text(spark, path), path)
 
 
-def parse_staged(text: str) -> Tables:
+def parse_staged(text: str, path: str) -> Tables:
+    try:
+        body = json.loads(text)["tables"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LakehouseError(
+            f"the staged release {path} cannot be read ({type(exc).__name__}: {exc}). It was written atomically, so "
+            "this is tampering or a storage fault: restore it from a backup. Move it aside only if "
+            "silver.release_audit already holds its release id (its spend is then recorded)") from exc
     tables: Tables = {}
-    for table, body in json.loads(text)["tables"].items():
+    for table, body in body.items():
         schema = T.StructType.fromJson(body["schema"])
         decode = [(f.name, _decoder(f.dataType)) for f in schema.fields]
         rows = [tuple(None if row[name] is None else fn(row[name]) for name, fn in decode) for row in body["rows"]]
@@ -108,8 +124,9 @@ def staged_audit_rows(spark: SparkSession, loc: Locations) -> list[AuditRow]:
 def local_staged_audit_rows(loc: Locations) -> list[AuditRow]:
     """staged_audit_rows for a local lakehouse, without Spark."""
     folder = Path(loc.release_staging)
-    files = sorted(folder.glob(f"{_PREFIX}*.json")) if folder.is_dir() else []
-    return [r for path in files for r in audit_rows_of(parse_staged(path.read_text()))]
+    ids = staged_ids([p.name for p in folder.iterdir()]) if folder.is_dir() else []
+    paths = [Path(staged_file(loc, i)) for i in ids]
+    return [r for path in paths for r in audit_rows_of(parse_staged(path.read_text(), str(path)))]
 
 
 def publish(spark: SparkSession, loc: Locations, release_id: int, tables: Tables, lease: RunLease,
@@ -124,6 +141,8 @@ def publish(spark: SparkSession, loc: Locations, release_id: int, tables: Tables
         if recovering and catalog.holds_rows(spark, path, F.col("release_id") == release_id):
             return
         lease.check(f"publishing release {release_id} to {table}")
+        if table in (AUDIT, LEDGER):
+            catalog.ensure_table(spark, path, schema, catalog.APPEND_ONLY)
         catalog.append(spark, path, schema, rows)
         failpoints.reached(f"release-after-{table}")
 

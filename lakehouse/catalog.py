@@ -73,6 +73,16 @@ def ensure_silver_tables(spark: SparkSession, loc: Locations, properties: dict[s
         create_table(spark, loc.silver_quarantine, schemas.SILVER_QUARANTINE)
 
 
+# The record of the privacy spend and its published copy only grow: Delta refuses deletes,
+# updates and overwrites of such a table (writer protocol 2, no table feature: readers unaffected).
+APPEND_ONLY = {"delta.appendOnly": "true"}
+
+
+def ensure_table(spark: SparkSession, path: str, schema: StructType, properties: dict[str, str]) -> None:
+    if not table_exists(spark, path):
+        create_table(spark, path, schema, properties)
+
+
 def append(spark: SparkSession, path: str, schema: StructType, rows: list[tuple]) -> None:
     spark.createDataFrame(rows, schema).write.format("delta").mode("append").save(path)
 

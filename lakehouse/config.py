@@ -8,6 +8,7 @@ and impossible values raise :class:`ConfigError` naming the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import math
 import os
@@ -89,6 +90,17 @@ def master_problem(url: str) -> str | None:
     return None if MASTER_URL.match(url) else f"{url!r} is not a Spark master URL: use {MASTER_HELP}"
 
 
+# Spark settings the guarantees rest on; [spark.conf] may not override them.
+FIXED_SPARK_SETTINGS = {
+    "spark.sql.session.timeZone": "periods are UTC days, weeks and months; another time zone would move rows "
+                                  "between periods and out of every release",
+    "spark.sql.extensions": "Delta's SQL extension is required",
+    "spark.sql.catalog.spark_catalog": "Delta's catalog is required",
+    "spark.redaction.regex": "it keeps the pseudonym key and Azure credentials out of logs and the Spark UI",
+    "spark.sql.redaction.string.regex": "it keeps the pseudonym key out of query plans",
+}
+
+
 class ConfigError(ValueError):
     """A configuration problem; the message names the file, the key and the fix."""
 
@@ -137,6 +149,9 @@ class PrivacyConfig:
     release: ReleaseMode = ReleaseMode.CLOSED
     close_after_hours: int = 2  # a period is closed this long after its end (late sessions still count)
     max_releases_per_period: int = 32  # continual: the tree's horizon
+    # The first period ever released (YYYY-MM-DD); empty: the period of Silver's earliest session,
+    # which the start of the published series then reveals. Rows of earlier periods count as late.
+    first_period: str = ""
     noise_kind: NoiseKind = NoiseKind.LAPLACE
     engine: Engine = Engine.SPARK
     partition_selection: PartitionSelection = PartitionSelection.TRUNCATED_GEOMETRIC
@@ -371,6 +386,8 @@ def _validate(config: Config, where: _Where) -> None:
     problem = master_problem(sp.master)
     if problem:
         raise where.error("spark.master", problem)
+    for key in sorted(set(FIXED_SPARK_SETTINGS) & set(sp.conf)):
+        raise where.error(f"spark.conf.{key}", f"is set by dp-lakehouse and may not be changed: {FIXED_SPARK_SETTINGS[key]}")
     if sp.shuffle_partitions < 1:
         raise where.error("spark.shuffle_partitions", f"must be >= 1, got {sp.shuffle_partitions}")
     if sp.log_level.upper() not in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"):
@@ -417,6 +434,12 @@ def _validate_privacy(p: PrivacyConfig, where: _Where) -> None:
                           f"({p.delta_per_release}) exceeds privacy.delta_cap ({p.delta_cap}): no release could ever run")
     if p.noise_kind == NoiseKind.GAUSSIAN and p.delta_per_release == 0:
         raise where.error("privacy.delta_per_release", "must be > 0 with gaussian noise")
+    if p.first_period:
+        try:
+            dt.date.fromisoformat(p.first_period)
+        except ValueError:
+            raise where.error("privacy.first_period", f"must be a date YYYY-MM-DD (or empty), got {p.first_period!r}") \
+                from None
     if p.close_after_hours < 0:
         raise where.error("privacy.close_after_hours", f"must be >= 0, got {p.close_after_hours}")
     if not 1 <= p.max_releases_per_period <= 4096:

@@ -20,6 +20,14 @@ class TableReader(Protocol):
 
     def columns(self, path: str) -> list[str]: ...
 
+    def history(self, path: str) -> list[tuple[int, str, str]]:
+        """(version, operation, write mode) of every commit the log still holds."""
+        ...
+
+    def max_value(self, path: str, column: str) -> Any:
+        """The column's maximum, from the files' statistics where they have it."""
+        ...
+
 
 class SparkReader:
     def __init__(self, spark: SparkSession):
@@ -33,6 +41,17 @@ class SparkReader:
 
     def columns(self, path: str) -> list[str]:
         return catalog.read(self.spark, path).columns
+
+    def history(self, path: str) -> list[tuple[int, str, str]]:
+        from delta.tables import DeltaTable
+
+        return [(int(h["version"]), str(h["operation"]), str((h["operationParameters"] or {}).get("mode", "")))
+                for h in DeltaTable.forPath(self.spark, path).history().collect()]
+
+    def max_value(self, path: str, column: str) -> Any:
+        from pyspark.sql import functions as F
+
+        return catalog.one(catalog.read(self.spark, path).agg(F.max(column)))[0]
 
 
 class LocalReader:
@@ -56,6 +75,17 @@ class LocalReader:
 
     def columns(self, path: str) -> list[str]:
         return [f.name for f in self._table(path).schema().fields]
+
+    def history(self, path: str) -> list[tuple[int, str, str]]:
+        return [(int(h["version"]), str(h.get("operation", "")), str((h.get("operationParameters") or {}).get("mode", "")))
+                for h in self._table(path).history()]
+
+    def max_value(self, path: str, column: str) -> Any:
+        import pyarrow as pa
+
+        values = [v for v in pa.table(self._table(path).get_add_actions(flatten=True)).column(f"max.{column}").to_pylist()
+                  if v is not None]
+        return max(values, default=None)
 
 
 def local(*paths: str) -> bool:

@@ -73,6 +73,7 @@ RELEASE_AUDIT = T.StructType([
     _field("noise_kind", STRING),
     _field("engine", STRING),
     _field("released_at", TIMESTAMP),
+    _field("spec", STRING),  # continual: the mechanism and bounds the period's tree was opened with
 ])
 
 # Continual release state (restricted). Per (period, metric, user hash, partition): the rows kept so

@@ -10,10 +10,11 @@ expressions - and accepts only
 * the read-only commands SHOW / DESCRIBE / EXPLAIN (the plan under EXPLAIN is checked as well);
 * tables named ``silver.<table>`` / ``gold.<table>`` (or a CTE's name): a path such as
   ``text.`/etc/hostname``` or ``delta.`/any/path``` is a direct file read and is refused;
-* functions other than the reflection ones, which call arbitrary Java methods.
+* functions other than the reflection ones, which call arbitrary Java methods (and no function
+  named at run time, ``IDENTIFIER('java_method')(...)``).
 
 :func:`check_analyzed` then checks the analysed plan of a query: every relation it reads is one of
-the registered tables' locations. Refusals raise :class:`SqlRefused` before anything runs.
+the registered tables' locations, and no expression calls Java by reflection, however it was named. Refusals raise :class:`SqlRefused` before anything runs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ REFERENCE_LEAVES = frozenset({"UnresolvedTable", "UnresolvedTableOrView", "Unres
 TABLE_FUNCTIONS = frozenset({"range", "explode", "explode_outer", "inline", "inline_outer", "posexplode",
                              "posexplode_outer", "json_tuple", "stack"})
 FORBIDDEN_FUNCTIONS = frozenset({"reflect", "java_method", "try_reflect"})  # call any static Java method
+# The same, resolved (a name Spark only learns at analysis - IDENTIFIER('java_method')(...) - ends here).
+FORBIDDEN_EXPRESSIONS = frozenset({"CallMethodViaReflection", "TryReflect"})
 # Expressions that hold a plan of their own (also listed as inner children; walked either way).
 SUBQUERY_EXPRESSIONS = frozenset({"ScalarSubquery", "Exists", "ListQuery", "LateralSubquery",
                                   "FunctionTableSubqueryArgumentExpression"})
@@ -88,7 +91,7 @@ class SqlRefused(LakehouseError):
 class Referenced:
     """What a statement that passed the check reads."""
 
-    tables: list[str] = field(default_factory=list)  # "silver.sessions", in order of appearance
+    tables: list[str] = field(default_factory=list)  # "silver.sessions", each once
     namespaces: list[str] = field(default_factory=list)  # SHOW TABLES IN <namespace>
     is_query: bool = True  # False: a SHOW / DESCRIBE / EXPLAIN command
 
@@ -170,6 +173,8 @@ def check_parsed(plan: Any) -> Referenced:
         elif kind not in QUERY_NODES and kind not in READ_COMMANDS and kind not in REFERENCE_LEAVES:
             raise _refuse(STATEMENTS.get(kind, f"{kind} (not a read-only query operator)"))
         for expr in _expressions(node):
+            if _kind(expr) == "ExpressionWithUnresolvedIdentifier":
+                raise _refuse("IDENTIFIER(...) as a function name (a function named at run time)")
             if _kind(expr) == "UnresolvedFunction":
                 name = str(_seq(expr.nameParts())[-1]).lower()
                 if name in FORBIDDEN_FUNCTIONS:
@@ -193,6 +198,11 @@ def check_analyzed(plan: Any, allowed_paths: set[str]) -> None:
     def visit(node: Any) -> None:
         children = _seq(node.children()) + _seq(node.innerChildren())
         kind = _kind(node)
+        for expr in _expressions(node):
+            if _kind(expr) in FORBIDDEN_EXPRESSIONS:
+                raise _refuse(f"{_kind(expr)}, which calls Java methods")
+            if _kind(expr) in SUBQUERY_EXPRESSIONS:
+                visit(expr.plan())
         if not children or kind == "LogicalRelation":
             if kind == "LogicalRelation":
                 roots = {norm(str(p.toString())) for p in _seq(node.relation().location().rootPaths())}

@@ -45,6 +45,7 @@ FINGERPRINT_PROPERTY = "lakehouse.pseudonymKeyFingerprint"
 # How session_id is made; a table without it was built when session_id held the raw visitor id.
 SESSION_ID_PROPERTY = "lakehouse.sessionIdScheme"
 SESSION_ID_SCHEME = "hmac-sha256(fullVisitorId/visitId)"
+BATCH_PROPERTY = "lakehouse.lastEmptyIngestBatch"  # set by a batch that brought no new session
 EVENT_SUFFIXES = ("json", "jsonl", "ndjson")  # each optionally .gz
 BRONZE_GLOB = "*.{" + ",".join(f"{s},{s}.gz" for s in EVENT_SUFFIXES) + "}"
 BRONZE_NAME = r"^[^._].*\.(" + "|".join(EVENT_SUFFIXES) + r")(\.gz)?$"  # hidden (. or _) names are never read
@@ -107,7 +108,9 @@ def _check_silver(spark: SparkSession, loc: Locations, fingerprint: str) -> None
         raise LakehouseError(
             f"silver.sessions at {loc.silver_sessions} was built by an older dp-lakehouse whose session_id holds "
             "the raw fullVisitorId: re-ingest it into a new lakehouse on the same (immutable) Bronze, e.g. "
-            f"`lakehouse --root NEW_ROOT --bronze {loc.bronze} run`, then remove the old root")
+            f"`lakehouse --root NEW_ROOT --bronze {loc.bronze} run`, then remove the old root's Silver. Its "
+            "releases already spent budget: keep its ledger, and set the new lakehouse's [privacy] first_period "
+            "after the periods it released, so they are not released again on a fresh budget")
     stored = properties.get(FINGERPRINT_PROPERTY)
     if stored and stored != fingerprint:
         raise LakehouseError(
@@ -206,10 +209,15 @@ class SilverBatchWriter:
             F.max(F.when(F.col("reason").isNull(), F.col("session_start"))).alias("hi"),
         ))
         inserted = 0
+        self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
         if stats["valid"]:
-            self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
             inserted = self._merge(transform.dedupe_sessions(transform.valid_sessions(candidates)),
                                    stats["lo"], stats["hi"])
+        if not inserted:
+            # Every batch is one commit of silver.sessions, new sessions or not: its version number
+            # (published in Gold) then counts Bronze deliveries, and says nothing of their content.
+            quoted = self.loc.silver_sessions.replace("`", "``")
+            self.spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{BATCH_PROPERTY}' = '{batch_id}')")
         failpoints.reached("ingest-after-merge")
         bad_rows = stats["bad"] + len(unreadable)
         if bad_rows:

@@ -189,3 +189,20 @@ def test_sigkill_mid_ingest_then_rerun_is_exactly_once(spark, root, tmp_path, en
     assert sessions.select("session_id").distinct().count() == len(exp.sessions)
     assert {r[0] for r in sessions.select("session_id").collect()} == exp.sessions
     assert silver_rows(spark, root, "quarantine").count() == exp.bad_lines
+
+
+def test_every_batch_is_one_silver_version_whatever_it_holds(spark, root):
+    """silver.sessions' version is published in Gold: it must count Bronze deliveries, not reveal
+    whether they held a new session. A batch of duplicates only, or of broken lines only, commits too."""
+    bronze = root / "bronze"
+    _write(bronze / "a.jsonl", [json.dumps(session(fullVisitorId="1", visitId="100"))])
+    versions = []
+    for name, lines in (("a.jsonl", None), ("dup.jsonl", [json.dumps(session(fullVisitorId="1", visitId="100"))]),
+                        ("bad.jsonl", ["not json"]), ("empty.jsonl", [])):
+        if lines is not None:
+            _write(bronze / name, lines)
+        r = run_cli("--root", str(root), "ingest", "--counts")
+        assert r.code == 0, r.err
+        versions.append(summary(r.out)["version"])
+    assert versions == sorted(set(versions)) and len(versions) == 4  # one new version per batch
+    assert silver_rows(spark, root).count() == 1

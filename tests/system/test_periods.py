@@ -99,7 +99,8 @@ def test_each_day_is_released_once_after_it_closed_with_late_sessions_counted(sp
     rows = sql(closed_conf, root, "SELECT DISTINCT rows_in FROM silver.release_audit WHERE release_id = 4")
     assert rows == [{"rows_in": 150 + 30}]
     budget = cli(closed_conf, root, "budget").out
-    assert "each user's sessions in any one UTC day, epsilon 1 and delta 1e-06" in budget
+    assert "each user's sessions in any one UTC day, by what that day's releases spent" in budget
+    assert "epsilon 1 and delta 1e-06 for its release, never more than epsilon 10" in budget
     lines = {line.split()[0]: line.split() for line in budget.splitlines() if line.startswith("2026-11-")}
     assert lines["2026-11-02"][1:2] == ["2"] and lines["2026-11-03"][1:2] == ["1"]  # epsilon spent per day
     assert set(lines) == {f"2026-11-0{i}" for i in range(1, 6)}
@@ -247,3 +248,61 @@ def test_make_run_path_shows_a_daily_time_series_and_plots_it(root, tmp_path):
     assert len(raw) == 3 and all(p.parent == root / "_restricted" for p in raw)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
     assert "NON-PRIVATE" in r.err
+
+
+def _three_continual_runs(root: Path, conf: Path, day: str = "2026-11-10") -> list[list[dict]]:
+    batches = arrivals(day)
+    for i, now in enumerate(["2026-11-10T06:30:00Z", "2026-11-10T12:30:00Z"]):
+        land(root, f"run{i}.jsonl", batches[i])
+        r = cli(conf, root, "run", "--now", now)
+        assert r.code == 0, r.err
+    land(root, "run2.jsonl", batches[2])
+    return batches
+
+
+@pytest.mark.parametrize("lost, message", [("release_bounds", "silver.release_bounds"),
+                                           ("release_tree", "silver.release_tree lacks node")])
+def test_lost_continual_state_stops_the_running_totals(spark, root, tmp_path, lost, message):
+    """Without what earlier runs kept, first come first kept would restart (a user's bounds spent
+    again) or the tree could not be summed: the run refuses instead of guessing."""
+    import shutil
+
+    conf = tmp_path / "continual.toml"
+    conf.write_text(CONTINUAL)
+    _three_continual_runs(root, conf)
+    shutil.rmtree(root / "silver" / lost)
+    r = cli(conf, root, "run", "--now", "2026-11-10T18:30:00Z")
+    assert r.code == 1 and message in r.error and "restore" in r.error.lower()
+    leaves = sql(conf, root, "SELECT max(leaf) AS t FROM silver.release_audit WHERE kind = 'continual'")
+    assert leaves == [{"t": 2}]  # nothing was published
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failpoint", ["release-after-bounds", "release-after-stage",
+                                       "release-after-silver.release_tree"])
+def test_sigkill_mid_continual_release_then_rerun_is_exactly_once(spark, root, tmp_path, failpoint):
+    """Killed after its kept contributions were written (an attempt no record holds: ignored), after
+    staging, or after the tree state: the next run publishes leaf 3 once, with the truth intact."""
+    from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, sigkill_group
+
+    conf = tmp_path / "continual.toml"
+    conf.write_text(CONTINUAL + SUBPROCESS_SPARK_CONF)
+    batches = _three_continual_runs(root, conf)
+    assert cli(conf, root, "ingest").code == 0
+    with lakehouse_running_until("--conf", str(conf), "--root", str(root), "release", "--now", "2026-11-10T18:30:00Z",
+                                 env={"LAKEHOUSE_FAILPOINT": failpoint}, wait_for=f"FAILPOINT {failpoint}") as proc:
+        sigkill_group(proc)
+    r = cli(conf, root, "release", "--now", "2026-11-10T19:30:00Z")
+    assert r.code == 0, r.err
+    audit = sql(conf, root, "SELECT leaf, count(DISTINCT release_id) AS n FROM silver.release_audit WHERE "
+                "kind = 'continual' AND metric = 'sessions_per_continent' GROUP BY leaf ORDER BY leaf")
+    if failpoint == "release-after-bounds":  # nothing staged: computed again as leaf 3 by the rerun
+        assert [(a["leaf"], a["n"]) for a in audit] == [(1, 1), (2, 1), (3, 1)]
+    else:  # staged: published as computed; the rerun is leaf 4 (no new rows)
+        assert [(a["leaf"], a["n"]) for a in audit] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    truth = first_come_first_kept(batches[:3])
+    leaves = sql(conf, root, "SELECT key, sum(true_value) AS total FROM silver.release_tree WHERE "
+                 "metric = 'sessions_per_continent' AND level = 0 AND period_start = '2026-11-10' GROUP BY key")
+    assert {row["key"]: row["total"] for row in leaves} == {c: float(v) for c, v in truth.items()}
+    gold = sql(conf, root, "SELECT release_id, count(*) AS n FROM gold.sessions_per_continent GROUP BY release_id")
+    assert all(g["n"] == len(CONTINENTS) for g in gold)  # no release published twice

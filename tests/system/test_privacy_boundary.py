@@ -53,6 +53,11 @@ REFUSED = [
     ("SELECT TRANSFORM(release_id) USING 'touch /tmp/lakehouse-pwned' FROM gold.privacy_ledger", "TRANSFORM"),
     ("SELECT reflect('java.lang.System', 'exit', 0)", "the function reflect()"),
     ("SELECT java_method('java.lang.System', 'getenv', 'LAKEHOUSE_PSEUDONYM_KEY')", "the function java_method()"),
+    ("SELECT IDENTIFIER('java_method')('java.lang.System', 'getenv', 'LAKEHOUSE_PSEUDONYM_KEY')",
+     "IDENTIFIER(...) as a function name"),
+    ("WITH a AS (SELECT IDENTIFIER('reflect')('java.lang.System', 'getenv', 'X') k) SELECT * FROM a",
+     "IDENTIFIER(...) as a function name"),
+    ("SELECT stack(1, IDENTIFIER('try_reflect')('java.lang.System', 'exit', 0))", "IDENTIFIER(...) as a function name"),
     ("SELECT * FROM sessions", "the table name sessions"),
 ]
 
@@ -194,7 +199,10 @@ def test_a_gold_ledger_with_rows_the_record_lacks_is_refused(spark, root, tmp_pa
         from pyspark.sql import functions as F
         spark.read.format("delta").load(path).limit(1).withColumn("epsilon", F.lit(-1.0)) \
             .write.format("delta").mode("append").save(path)
-    else:  # a row's epsilon lowered in place
+    else:  # a row's epsilon lowered in place: Delta refuses it (append-only), unless that is undone first
+        with pytest.raises(Exception, match="(?i)append"):
+            DeltaTable.forPath(spark, path).update("metric = 'sessions_per_continent'", {"epsilon": "0.01"})
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.appendOnly' = 'false')")
         DeltaTable.forPath(spark, path).update("metric = 'sessions_per_continent'", {"epsilon": "0.01"})
     for args in (["budget"], ["run"]):
         r = cli(conf, root, *args)
@@ -245,3 +253,49 @@ def test_ledger_and_gold_columns_hold_no_exact_count(spark, released):
     audit = json.loads(cli(conf, root, "sql", "SELECT max(rows_in) AS n FROM silver.release_audit",
                            "--format", "json").out)
     assert audit["n"] > 1000  # the exact size is kept, on the restricted side
+
+
+def test_a_rewritten_restricted_record_is_refused(spark, root, tmp_path):
+    """Deleting rows of silver.release_audit would refund their spend: Delta refuses it (append-only);
+    done anyway (the property undone first), every later run refuses, naming the change."""
+    from delta.tables import DeltaTable
+
+    conf = write_conf(tmp_path / "none.toml")
+    assert cli(conf, root, "generate", "--sessions", "400", "--seed", "77").code == 0
+    assert cli(conf, root, "run").code == 0
+    audit = str(root / "silver" / "release_audit")
+    with pytest.raises(Exception, match="(?i)append"):
+        DeltaTable.forPath(spark, audit).delete("release_id = 1")
+    spark.sql(f"ALTER TABLE delta.`{audit}` SET TBLPROPERTIES ('delta.appendOnly' = 'false')")
+    DeltaTable.forPath(spark, audit).delete("release_id = 1")
+    for args in (["budget"], ["release"]):
+        r = cli(conf, root, *args)
+        assert r.code == 1 and "silver.release_audit" in r.error and "changed other than by appending" in r.error
+
+
+def test_an_emptied_record_beside_gold_is_refused(spark, root, tmp_path):
+    """The record replaced by an empty one and the ledger deleted: Gold's metric tables still hold
+    release 1, so the spend is known to be lost - not zero."""
+    from lakehouse import schemas
+
+    conf = write_conf(tmp_path / "none.toml")
+    assert cli(conf, root, "generate", "--sessions", "400", "--seed", "78").code == 0
+    assert cli(conf, root, "run").code == 0
+    shutil.rmtree(root / "silver" / "release_audit")
+    shutil.rmtree(root / "gold" / "privacy_ledger")
+    spark.createDataFrame([], schemas.RELEASE_AUDIT).write.format("delta").save(str(root / "silver" / "release_audit"))
+    for args in (["budget"], ["release"]):
+        r = cli(conf, root, *args)
+        assert r.code == 1 and "holds release 1 but silver.release_audit records releases up to 0" in r.error
+
+
+def test_a_corrupt_staged_release_names_the_file_and_the_fix(root, tmp_path):
+    conf = write_conf(tmp_path / "none.toml")
+    assert cli(conf, root, "generate", "--sessions", "300", "--seed", "79").code == 0
+    assert cli(conf, root, "run").code == 0
+    staging = root / "silver" / "_release_staging"
+    (staging / "release-0000000099.json").write_text('{"release_id": 99, "tables": {"silver.rel')
+    (staging / "notes.txt").write_text("not ours")  # ignored: not a staged release's name
+    for args in (["budget"], ["release"]):
+        r = cli(conf, root, *args)
+        assert r.code == 1 and "release-0000000099.json cannot be read" in r.error and "restore it" in r.error

@@ -23,6 +23,7 @@ UTC = dt.UTC
 SHARES = {"continents": MetricShare("continents", 1 / 3, 0.0, False),
           "devices": MetricShare("devices", 1 / 3, 0.0, False),
           "countries": MetricShare("countries", 1 / 3, 1e-6, True)}
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # the recorded release time of test releases
 DAY = PrivacyConfig()  # the default: period day, closed, close after 2 h, horizon 32
 CONTINUAL = dataclasses.replace(DAY, release=ReleaseMode.CONTINUAL)
 
@@ -105,7 +106,7 @@ def history(*rows_per_version: int) -> list[tuple[int, int]]:
 
 
 def record(state: AuditState, plan, release_id: int, privacy: PrivacyConfig = DAY) -> AuditState:
-    rows = audit_rows(plan, privacy, release_id, f"attempt-{release_id}", dt.datetime(2026, 1, 1), {}, {})
+    rows = audit_rows(plan, privacy, SHARES, release_id, f"attempt-{release_id}", NOW, {}, {})
     return AuditState(state.rows + tuple(rows))
 
 
@@ -220,7 +221,8 @@ def test_sixty_days_of_hourly_runs_never_refuse_and_release_each_closed_day_once
         check_caps(state, plan, privacy)  # never refused
         if plan.tasks:
             release_id += 1
-            state = AuditState(state.rows + tuple(audit_rows(plan, privacy, release_id, f"a{release_id}", now, {}, {})))
+            state = AuditState(state.rows + tuple(audit_rows(plan, privacy, SHARES, release_id, f"a{release_id}", now,
+                                                             {}, {})))
     last_closed = P.last_closed(start + dt.timedelta(hours=runs - 1), Period.DAY, privacy.close_after_hours)
     closed_days = P.starts_between(d("2026-09-01"), last_closed, Period.DAY)
     assert len(closed_days) == 59
@@ -239,3 +241,48 @@ def test_sixty_days_of_hourly_runs_never_refuse_and_release_each_closed_day_once
     else:
         assert {r.kind for r in state.rows} == {ReleaseKind.CLOSED}
         assert release_id == len(closed_days)  # one release a day, at the first run after 02:00
+
+
+def test_a_run_never_goes_back_in_time():
+    """From an earlier `now`, a closed period would look open (and release again)."""
+    state = record(AuditState(), plan_release(AuditState(), DAY, SHARES, history(0, 5), at("2026-11-04T03:00:00"),
+                                              lambda: d("2026-11-03")), 1)
+    later = dataclasses.replace(state.rows[0], released_at=dt.datetime(2026, 11, 4, 3, 0))
+    state = AuditState((later,) + state.rows[1:])
+    with pytest.raises(LakehouseError, match="is before the latest release"):
+        plan_release(state, CONTINUAL, SHARES, history(0, 5), at("2026-11-03T10:00:00"), lambda: 1 / 0)
+
+
+def test_a_period_released_closed_never_gets_running_totals():
+    """Raising close_after_hours (or switching to continual) must not reopen a closed period."""
+    state = record(AuditState(), plan_release(AuditState(), DAY, SHARES, history(0, 5), at("2026-11-04T03:00:00"),
+                                              lambda: d("2026-11-03")), 1)
+    reopened = dataclasses.replace(CONTINUAL, close_after_hours=48)
+    plan = plan_release(state, reopened, SHARES, history(0, 5), at("2026-11-04T04:00:00"), lambda: 1 / 0)
+    assert d("2026-11-03") not in [t.period_start for t in plan.tasks]
+    assert [t.period_start for t in plan.tasks] == [d("2026-11-04")]
+
+
+def test_a_tree_stops_when_its_paid_for_parameters_change():
+    """The tree's budget and bounds are fixed at its first run; a later run with another epsilon,
+    horizon, bound or metric set would spend more than was recorded: it publishes nothing more."""
+    opened = {n: dataclasses.replace(s, spec=f"v1-{n}") for n, s in SHARES.items()}
+    state = AuditState()
+    plan = plan_release(state, CONTINUAL, opened, history(0, 5), at("2026-11-04T03:00:00"), lambda: d("2026-11-04"))
+    state = AuditState(tuple(audit_rows(plan, CONTINUAL, opened, 1, "a1", at("2026-11-04T03:00:00"), {}, {})))
+    same = plan_release(state, CONTINUAL, opened, history(0, 5), at("2026-11-04T04:00:00"), lambda: 1 / 0)
+    assert [t.leaf for t in same.tasks] == [2]
+    changed = {**opened, "devices": dataclasses.replace(opened["devices"], spec="v2-devices")}
+    plan = plan_release(state, CONTINUAL, changed, history(0, 5), at("2026-11-04T04:00:00"), lambda: 1 / 0)
+    assert not plan.tasks and "its metrics or their parameters changed" in plan.notes[0]
+    assert plan.is_late(d("2026-11-04"))
+    fewer = {n: s for n, s in opened.items() if n != "devices"}
+    assert not plan_release(state, CONTINUAL, fewer, history(0, 5), at("2026-11-04T04:00:00"), lambda: 1 / 0).tasks
+
+
+def test_a_configured_first_period_starts_the_series_whatever_the_data():
+    privacy = dataclasses.replace(DAY, first_period="2026-11-02")
+    plan = plan_release(AuditState(), privacy, SHARES, history(0, 5), at("2026-11-04T03:00:00"),
+                        lambda: d("2000-01-01"))  # one bogus early session would start the series in 2000
+    assert [t.period_start for t in plan.tasks] == [d("2026-11-02"), d("2026-11-03")]
+    assert plan.is_late(d("2026-11-01"))

@@ -94,14 +94,14 @@ def read_staged(spark: SparkSession, loc: Locations, release_id: int) -> Tables:
 
 def parse_staged(text: str, path: str) -> Tables:
     try:
-        body = json.loads(text)["tables"]
+        staged = json.loads(text)["tables"]
     except (ValueError, KeyError, TypeError) as exc:
         raise LakehouseError(
             f"the staged release {path} cannot be read ({type(exc).__name__}: {exc}). It was written atomically, so "
             "this is tampering or a storage fault: restore it from a backup. Move it aside only if "
             "silver.release_audit already holds its release id (its spend is then recorded)") from exc
     tables: Tables = {}
-    for table, body in body.items():
+    for table, body in staged.items():
         schema = T.StructType.fromJson(body["schema"])
         decode = [(f.name, _decoder(f.dataType)) for f in schema.fields]
         rows = [tuple(None if row[name] is None else fn(row[name]) for name, fn in decode) for row in body["rows"]]

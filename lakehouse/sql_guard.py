@@ -14,7 +14,8 @@ expressions - and accepts only
   named at run time, ``IDENTIFIER('java_method')(...)``).
 
 :func:`check_analyzed` then checks the analysed plan of a query: every relation it reads is one of
-the registered tables' locations, and no expression calls Java by reflection, however it was named. Refusals raise :class:`SqlRefused` before anything runs.
+the registered tables' locations, and no expression calls Java by reflection, however it was
+named. Refusals raise :class:`SqlRefused` before anything runs.
 """
 
 from __future__ import annotations

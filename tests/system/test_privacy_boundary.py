@@ -276,14 +276,15 @@ def test_a_rewritten_restricted_record_is_refused(spark, root, tmp_path):
 def test_an_emptied_record_beside_gold_is_refused(spark, root, tmp_path):
     """The record replaced by an empty one and the ledger deleted: Gold's metric tables still hold
     release 1, so the spend is known to be lost - not zero."""
-    from lakehouse import schemas
+    from lakehouse import catalog, schemas
 
     conf = write_conf(tmp_path / "none.toml")
     assert cli(conf, root, "generate", "--sessions", "400", "--seed", "78").code == 0
     assert cli(conf, root, "run").code == 0
     shutil.rmtree(root / "silver" / "release_audit")
     shutil.rmtree(root / "gold" / "privacy_ledger")
-    spark.createDataFrame([], schemas.RELEASE_AUDIT).write.format("delta").save(str(root / "silver" / "release_audit"))
+    # a new, empty record, made as dp-lakehouse makes it: its history alone looks clean
+    catalog.create_table(spark, str(root / "silver" / "release_audit"), schemas.RELEASE_AUDIT, catalog.APPEND_ONLY)
     for args in (["budget"], ["release"]):
         r = cli(conf, root, *args)
         assert r.code == 1 and "holds release 1 but silver.release_audit records releases up to 0" in r.error

@@ -22,7 +22,7 @@ RUN python -m venv /opt/venv \
     && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
        > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --no-compile -c requirements.lock -r /tmp/requirements.txt
-COPY lakehouse/__init__.py lakehouse/jars.py lakehouse/
+COPY lakehouse/__init__.py lakehouse/jars.py lakehouse/jvm_process.py lakehouse/errors.py lakehouse/
 COPY lakehouse/jvm/ lakehouse/jvm/
 # Spark's resolver starts a local driver: the build container's hostname need not resolve (podman).
 RUN SPARK_LOCAL_IP=127.0.0.1 /opt/venv/bin/python -m lakehouse.jars --dest /opt/lakehouse/jars

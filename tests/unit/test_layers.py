@@ -64,3 +64,23 @@ def test_the_graph_is_read():
     graph = modules()
     assert "lakehouse.catalog" in graph["dp.release"] and "dp.plan" in graph["dp.release"]
     assert len(graph) >= 30
+
+
+def test_the_image_jar_layer_copies_what_lakehouse_jars_imports():
+    """The Dockerfile resolves the jars from a few copied modules, before the rest of the code, so that
+    a code change does not re-resolve them: every module `lakehouse.jars` imports must be among them."""
+    graph = modules()
+    needed, todo = set(), ["lakehouse.jars"]
+    while todo:
+        module = todo.pop()
+        if module not in needed:
+            needed.add(module)
+            todo += graph.get(module, ())
+    copied = set()
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["RUN"] and "lakehouse.jars" in line:
+            break
+        if words[:1] == ["COPY"]:
+            copied |= {w.removesuffix(".py").replace("/", ".") for w in words[1:-1] if w.endswith(".py")}
+    assert needed - {"lakehouse"} <= copied, f"the Dockerfile's jar layer lacks {sorted(needed - copied)}"

@@ -21,26 +21,33 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cold import cold_runs, write_conf
 from lakehouse.generate import generate
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_END = dt.date(2016, 8, 1)  # the base data ends here; increments follow it
 TARGETS = {  # figure -> (limit, what it means)
-    "ingest_vs_plain_spark": (1.5, "lakehouse ingest / plain Spark JSON->Parquet, same files"),
-    "ingest_growth_5x": (1.3, "ingest of one fixed increment: 5x Silver / 1x Silver"),
-    "release_vs_plain_aggregate": (3.0, "lakehouse release / plain groupBy of the same statistics"),
-    "release_growth_5x": (1.3, "release of one fixed increment: 5x Silver / 1x Silver"),
+    "cold_run_idle_vs_spark_start": (1.3, "fresh-process `lakehouse run`, nothing new / fresh-process Spark start"),
+    "cold_run_increment_vs_spark_start": (2.0, "fresh-process `run` with one increment onto 1x Silver / Spark start"),
+    "release_vs_reference": (0.10, "release / PipelineDP's SparkRDDBackend engine, same rows, same run"),
+    "release_vs_floor": (1.5, "release / the release floor, same run"),
+    "ingest_vs_floor": (1.5, "ingest / the ingest floor, same run"),
+    "release_10x_vs_1x": (10.0, "release of all of a 10x synthesized Silver / of a 1x one"),
+    "release_10x_peak_rss_mb": (2000.0, "peak RSS of the 10x release's process tree (JVM included), MB"),
     "release_peak_rss_mb": (1500.0, "peak RSS of the release's process tree (JVM included), MB"),
+    "ingest_growth_5x": (1.3, "ingest of one fixed increment: 5x Silver / 1x Silver"),
+    "release_growth_5x": (1.3, "release of one fixed increment: 5x Silver / 1x Silver"),
+    "run_after_1440_runs_vs_first": (1.3, "a cold hourly run after 60 days of hourly runs / the same on day 1"),
+    # the first targets, against plain baselines: printed for the record
+    "ingest_vs_plain_spark": (None, "lakehouse ingest / plain Spark JSON->Parquet, same files"),
+    "release_vs_plain_aggregate": (None, "lakehouse release / plain groupBy of the same statistics"),
     "ingest_peak_rss_mb": (None, "peak RSS of the ingest's process tree (JVM included), MB"),
 }
 # Lower bounds, measured in the same run: the steps any implementation of the contract must take
-# (bench.tasks.ingest_floor, release_floor), timed against the same baseline. A floor over its
-# target means no implementation on this machine can meet that target.
-FLOORS = {  # floor figure -> (the figure it bounds, what it times)
-    "ingest_floor_vs_plain_spark": ("ingest_vs_plain_spark",
-                                    "floor: text + from_json + HMAC -> Delta, no checks or dedupe / plain"),
-    "release_floor_vs_plain_aggregate": ("release_vs_plain_aggregate",
-                                         "floor: rows counted per user and partition + one commit per table / plain"),
+# (bench.tasks.ingest_floor, release_floor), timed against the same baseline.
+FLOORS = {  # floor figure -> what it times
+    "ingest_floor_vs_plain_spark": "floor: text + from_json + HMAC -> Delta, no checks or dedupe / plain",
+    "release_floor_vs_plain_aggregate": "floor: rows counted per user and partition + one commit per table / plain",
 }
 
 
@@ -87,7 +94,7 @@ def run_task(task: str, params: dict, in_process: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def figures(ingest: dict, release: dict, small: dict, large: dict) -> dict:
+def figures(ingest: dict, release: dict, small: dict, large: dict, cold: dict, scale: dict) -> dict:
     out = {
         "ingest_vs_plain_spark": ingest["ingest"]["median_s"] / ingest["plain"]["median_s"],
         "ingest_floor_vs_plain_spark": ingest["floor"]["median_s"] / ingest["plain"]["median_s"],
@@ -105,25 +112,36 @@ def figures(ingest: dict, release: dict, small: dict, large: dict) -> dict:
         "release_increment_on_1x_s": small["release"]["median_s"],
         "release_increment_on_5x_s": large["release"]["median_s"],
     }
+    out["release_vs_floor"] = release["release"]["median_s"] / release["floor"]["median_s"]
+    out["ingest_vs_floor"] = ingest["ingest"]["median_s"] / ingest["floor"]["median_s"]
     if "reference" in release:
         out["reference_engine_release_s"] = release["reference"]["median_s"]
-        out["reference_vs_plain_aggregate"] = release["reference"]["median_s"] / release["plain"]["median_s"]
+        out["release_vs_reference"] = release["release"]["median_s"] / release["reference"]["median_s"]
         out["reference_peak_rss_mb"] = release["reference_peak_rss_mb"]
+    if cold:
+        start = cold["spark_start"]["median_s"]
+        out["cold_run_idle_vs_spark_start"] = cold["idle_run"]["median_s"] / start
+        out["cold_run_increment_vs_spark_start"] = cold["increment_run"]["median_s"] / start
+        out.update(spark_start_s=start, cold_run_idle_s=cold["idle_run"]["median_s"],
+                   cold_run_increment_s=cold["increment_run"]["median_s"])
+    if scale:
+        out["release_10x_vs_1x"] = scale["10x"]["median_s"] / scale["1x"]["median_s"]
+        out["release_10x_peak_rss_mb"] = scale["10x_peak_rss_mb"]
+        out.update(release_synth_1x_s=scale["1x"]["median_s"], release_synth_10x_s=scale["10x"]["median_s"])
     return {k: round(v, 3) for k, v in out.items()}
 
 
 def table(figs: dict) -> str:
     lines = [f"{'figure':34} {'value':>10} {'target':>10}  verdict  meaning", "-" * 110]
-    for name, value in figs.items():
-        if name in FLOORS:  # a floor is held against the target of the figure it bounds
-            bounds, meaning = FLOORS[name]
-            limit = TARGETS[bounds][0]
-            verdict = "below" if value <= limit else "ABOVE"
-        else:
-            limit, meaning = TARGETS.get(name, (None, ""))
-            verdict = "" if limit is None else ("ok" if value <= limit else "MISSED")
+    for name, (limit, meaning) in TARGETS.items():
+        value = figs.get(name)
+        shown = "-" if value is None else f"{value:.3f}"
+        verdict = "" if limit is None else ("not run" if value is None else "ok" if value <= limit else "MISSED")
         target = f"<= {limit:g}" if limit is not None else ""
-        lines.append(f"{name:34} {value:>10.3f} {target:>10}  {verdict:7}  {meaning}")
+        lines.append(f"{name:34} {shown:>10} {target:>10}  {verdict:7}  {meaning}")
+    for name, meaning in FLOORS.items():
+        lines.append(f"{name:34} {figs[name]:>10.3f} {'':>10}  {'':7}  {meaning}")
+    lines.append("seconds: " + ", ".join(f"{k} {v:g}" for k, v in figs.items() if k.endswith("_s")))
     return "\n".join(lines)
 
 
@@ -142,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = not args.smoke and os.environ.get("BENCH_REFERENCE", "1") == "1"
 
     started = time.perf_counter()
-    data = prepare_data(args.data, sessions, increment, reps)
+    data = prepare_data(args.data, sessions, increment, 2 * reps)  # half for the growth task, half for cold runs
     work = args.data / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -150,18 +168,26 @@ def main(argv: list[str] | None = None) -> int:
                                           "work": str(work / "ingest"), "reps": reps}, args.in_process)
     release = run_task("release_vs_plain", {"silver_root": ingest["silver_root"], "work": str(work / "release"),
                                             "reps": reps, "reference": reference}, args.in_process)
-    growth = {rows: run_task("growth", {"silver_rows": rows, "increments": data["increments"],
+    growth = {rows: run_task("growth", {"silver_rows": rows, "increments": data["increments"][:reps],
                                         "warmup": data["warmup_file"], "end": BASE_END.isoformat(),
                                         "work": str(work / "growth")}, args.in_process)
               for rows in (sessions, large)}
-    figs = figures(ingest, release, growth[sessions], growth[large])
+    cold: dict = {}
+    if not args.in_process:  # fresh processes, timed from outside (the smoke test runs in its session)
+        root = work / "growth" / f"silver{sessions}"  # the 1x lakehouse the growth task left
+        print("== cold runs (fresh processes)", file=sys.stderr, flush=True)
+        cold = cold_runs(write_conf(work / "cold.toml", root), root / "bronze", data["increments"][reps:], reps)
+    scale = run_task("scale", {"silver_rows": sessions, "end": BASE_END.isoformat(), "work": str(work / "scale"),
+                               "reps": 1 if args.smoke else _env_int("BENCH_SCALE_REPS", 1)}, args.in_process)
+    figs = figures(ingest, release, growth[sessions], growth[large], cold, scale)
     print(table(figs))
     report = {
         "figures": figs,
         "targets": {k: v[0] for k, v in TARGETS.items()},
-        "floors": {k: v[0] for k, v in FLOORS.items()},
+        "floors": FLOORS,
         "params": {"sessions": sessions, "large_sessions": large, "increment": increment, "reps": reps},
-        "raw": {"ingest_vs_plain": ingest, "release_vs_plain": release, "growth": growth},
+        "raw": {"ingest_vs_plain": ingest, "release_vs_plain": release, "growth": growth, "cold": cold,
+                "scale": scale},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "wall_s": round(time.perf_counter() - started, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -24,7 +24,8 @@ from lakehouse.config import Config, MetricConfig, Period, PrivacyConfig, Storag
 from lakehouse.schemas import SILVER_SESSIONS as SILVER_SESSIONS_SCHEMA
 from lakehouse.silver import new_rows
 from lakehouse.storage import Locations, join
-from streaming.ingest import ingest, key_fingerprint, pseudonym_key, silver_properties
+from streaming.ingest import ingest
+from streaming.keys import key_fingerprint, pseudonym_key, silver_properties
 from streaming.schema import BRONZE_SCHEMA, SILVER_COLUMNS
 from streaming.transform import hmac_sha256_hex, session_message
 
@@ -221,5 +222,28 @@ def growth(spark: SparkSession, silver_rows: int, increments: list[str], warmup:
     return {"silver_rows": silver_rows, "ingest": summary(ingest_times), "release": summary(release_times)}
 
 
-TASKS = {"ingest_vs_plain": ingest_vs_plain, "release_vs_plain": release_vs_plain, "growth": growth}
+# ------------------------------------------------------------------------------------------
+# scale: the release of all of a synthesized Silver, 1x and 10x
+
+
+def scale(spark: SparkSession, silver_rows: int, end: str, work: str, reps: int) -> dict:
+    """Releases all of a synthesized Silver of `silver_rows`, then of 10x as many (each on a fresh
+    Gold, `reps` times), with the peak RSS of each size's releases."""
+    out: dict = {}
+    for label, rows in (("1x", silver_rows), ("10x", 10 * silver_rows)):
+        root = Path(work) / f"silver{rows}"
+        shutil.rmtree(root, ignore_errors=True)
+        config, loc = config_for(root)
+        synthesize_silver(spark, loc, rows, dt.date.fromisoformat(end))
+        fresh_gold = [dataclasses.replace(loc, gold=str(root / f"gold{i}")) for i in range(reps + 1)]
+        if label == "1x":
+            release_dp_metrics(spark, config, fresh_gold.pop())  # warm-up
+        with PeakRss() as rss:
+            out[label] = summary([timed(partial(release_dp_metrics, spark, config, g)) for g in fresh_gold[:reps]])
+        out[f"{label}_peak_rss_mb"] = rss.peak_mb
+        shutil.rmtree(root)  # 10x is about a gigabyte
+    return out
+
+
+TASKS = {"ingest_vs_plain": ingest_vs_plain, "release_vs_plain": release_vs_plain, "growth": growth, "scale": scale}
 

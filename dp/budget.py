@@ -22,7 +22,7 @@ from lakehouse import periods as P
 from lakehouse.config import Config, Period
 from lakehouse.errors import LakehouseError, spark_message
 from lakehouse.log import progress
-from lakehouse.readers import SparkReader, TableReader
+from lakehouse.readers import Commit, SparkReader, TableReader
 from lakehouse.storage import Locations
 
 
@@ -63,11 +63,11 @@ def read_state(tables: TableReader, loc: Locations, gold_tables: list[str],
     return state
 
 
-def _check_append_only(history: list[tuple[int, str, str]], path: str, name: str) -> None:
+def _check_append_only(history: list[Commit], path: str, name: str) -> None:
     """The record (and its copy) only ever grow: a DELETE, UPDATE, MERGE, overwrite or RESTORE in
     their history is a refund attempt, and is refused. (Both are created with delta.appendOnly, so
     Delta itself refuses those writes; this catches a table rewritten by other means.)"""
-    for version, operation, mode in history:
+    for version, operation, mode, _ in history:
         if operation != "CREATE TABLE" and (operation, mode) != ("WRITE", "Append"):
             raise LakehouseError(
                 f"{name} ({path}) was changed other than by appending (version {version}: {operation}"

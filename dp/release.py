@@ -94,7 +94,7 @@ class ReleaseOutcome:
         return "\n".join(lines)
 
 
-def _shares(budgets: list[MetricBudget], privacy: PrivacyConfig) -> dict[str, MetricShare]:
+def metric_shares(budgets: list[MetricBudget], privacy: PrivacyConfig) -> dict[str, MetricShare]:
     """Each metric's share of a period's budget, with a spec of everything that fixes its mechanism
     and bounds: a continual tree only goes on while its spec is the one its first run paid for."""
     levels = tree.levels(privacy.max_releases_per_period)
@@ -110,6 +110,11 @@ def _shares(budgets: list[MetricBudget], privacy: PrivacyConfig) -> dict[str, Me
     return out
 
 
+def release_time(now: dt.datetime | None) -> dt.datetime:
+    """The release's clock: `now` (or the wall clock) in UTC, to the second."""
+    return (now or dt.datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+
+
 def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silver_version: int | None = None,
                        now: dt.datetime | None = None, lease: RunLease | None = None,
                        period: dt.date | None = None) -> ReleaseOutcome:
@@ -117,7 +122,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     (`period`: only the period holding that day). `now` replaces the wall clock."""
     privacy = config.privacy
     lease = lease or RunLease()
-    now = (now or dt.datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    now = release_time(now)
     dp_metrics.validate(config.metrics, privacy)  # every parameter error before any Spark work
     if not catalog.table_exists(spark, loc.silver_sessions):
         raise LakehouseError(f"silver.sessions does not exist at {loc.silver_sessions}: run `lakehouse ingest` first")
@@ -126,11 +131,11 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     lease.check("repairing gold.privacy_ledger")
     dp_budget.repair_ledger(spark, loc, state)
     budgets = dp_metrics.metric_budgets(config.metrics, privacy)
-    history = silver.silver_history(spark, loc.silver_sessions)
+    history = silver.inserted_per_version(SparkReader(spark).history(loc.silver_sessions))
     latest = max(v for v, _ in history)
     version = latest if silver_version is None else min(silver_version, latest)
     first = lambda: silver.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
-    shares = _shares(budgets, privacy)
+    shares = metric_shares(budgets, privacy)
     if silver_version is None:
         plan = plan_release(state, privacy, shares, history, now, first)
     else:

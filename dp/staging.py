@@ -38,6 +38,7 @@ from pyspark.sql import types as T
 from dp.plan import AuditRow
 from lakehouse import catalog, failpoints, fs
 from lakehouse.errors import LakehouseError
+from lakehouse.files import LocalFiles
 from lakehouse.lock import RunLease
 from lakehouse.log import progress
 from lakehouse.storage import Locations, join
@@ -121,11 +122,14 @@ def staged_audit_rows(spark: SparkSession, loc: Locations) -> list[AuditRow]:
     return [r for release_id in pending(spark, loc) for r in audit_rows_of(read_staged(spark, loc, release_id))]
 
 
+def local_pending(loc: Locations) -> list[int]:
+    """pending() for a local lakehouse, without Spark."""
+    return staged_ids(LocalFiles().list_names(loc.release_staging))
+
+
 def local_staged_audit_rows(loc: Locations) -> list[AuditRow]:
     """staged_audit_rows for a local lakehouse, without Spark."""
-    folder = Path(loc.release_staging)
-    ids = staged_ids([p.name for p in folder.iterdir()]) if folder.is_dir() else []
-    paths = [Path(staged_file(loc, i)) for i in ids]
+    paths = [Path(staged_file(loc, i)) for i in local_pending(loc)]
     return [r for path in paths for r in audit_rows_of(parse_staged(path.read_text(), str(path)))]
 
 

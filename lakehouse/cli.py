@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # the heavy modules load when a command needs them: `generate
     from dp.release import ReleaseOutcome
     from lakehouse.azure import AzureSettings
     from lakehouse.lock import RunLease
-    from streaming.ingest import IngestResult
 from lakehouse.errors import LakehouseError, redact, spark_message
 from lakehouse.storage import Locations, is_url
 
@@ -147,12 +146,17 @@ def cmd_generate(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _ingest(ctx: Context, lease: RunLease, counts: bool = False) -> IngestResult:
+def _ingest(ctx: Context, lease: RunLease, counts: bool = False) -> None:
+    from streaming.idle import nothing_to_ingest
+
+    idle = nothing_to_ingest(ctx.loc)  # a local Bronze with nothing new: no JVM, no stream
+    if idle:
+        print(idle)
+        return
     from streaming.ingest import ingest
 
     result = ingest(ctx.spark, ctx.config, ctx.loc, show_counts=counts, lease=lease)
     print(result.summary(counts=counts))
-    return result
 
 
 def cmd_ingest(args: argparse.Namespace, ctx: Context) -> int:
@@ -164,10 +168,14 @@ def cmd_ingest(args: argparse.Namespace, ctx: Context) -> int:
 
 def _release(ctx: Context, lease: RunLease, now: dt.datetime | None = None, silver_version: int | None = None,
              period: dt.date | None = None, counts: bool = False) -> ReleaseOutcome:
+    from dp.idle import idle_release
     from dp.release import release_dp_metrics
 
-    outcome = release_dp_metrics(ctx.spark, ctx.config, ctx.loc, silver_version=silver_version, now=now,
-                                 lease=lease, period=period)
+    # a local lakehouse with nothing to release (between two period closes): answered without a JVM
+    outcome = idle_release(ctx.config, ctx.loc, now) if silver_version is None else None
+    if outcome is None:
+        outcome = release_dp_metrics(ctx.spark, ctx.config, ctx.loc, silver_version=silver_version, now=now,
+                                     lease=lease, period=period)
     print(outcome.summary())
     if counts:
         for period_start, n in sorted(outcome.rows_in.items(), key=lambda kv: kv[0] or dt.date.min):
@@ -192,12 +200,9 @@ def cmd_reprocess(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _bronze_has_events(ctx: Context) -> bool:
-    import re
+    from streaming.bronze_files import local_scan
 
-    from streaming.ingest import BRONZE_NAME
-
-    bronze = Path(ctx.loc.bronze)
-    return bronze.is_dir() and any(re.match(BRONZE_NAME, p.name) for p in bronze.rglob("*") if p.is_file())
+    return Path(ctx.loc.bronze).is_dir() and bool(local_scan(ctx.loc.bronze)[0])
 
 
 SAMPLE_DAYS = 28
@@ -274,6 +279,16 @@ def _budget_status(ctx: Context) -> BudgetStatus:
         tables, staged = readers.SparkReader(ctx.spark), staging.staged_audit_rows(ctx.spark, loc)
     state = budget.read_state(tables, loc, [loc.gold_table(m.name) for m in ctx.config.metrics], staged)
     return budget.status(state, ctx.config, len(budget.ledger_gap(tables, loc, state)))
+
+
+def cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
+    from dp.maintain import maintain
+
+    ctx.require_lakehouse()
+    with ctx.lock() as lease:
+        for line in maintain(ctx.spark, ctx.config, ctx.loc, args.retain_hours, lease):
+            print(line)
+    return 0
 
 
 def cmd_sql(args: argparse.Namespace, ctx: Context) -> int:
@@ -423,6 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_now(p)
     _add_counts(p)
     p.set_defaults(handler=cmd_reprocess)
+
+    p = sub.add_parser("maintain", help="compact small files and VACUUM old ones (schedule it daily or weekly)",
+                       description="Compacts the small files months of hourly runs leave (OPTIMIZE) in Silver and Gold, "
+                       "then removes files older than --retain-hours that no younger version needs (VACUUM): "
+                       "`reprocess --silver-version` can time-travel only within that window. silver.release_audit "
+                       "is left as written (its history must show appends only). Takes the run lock: it never runs "
+                       "while a run does.", formatter_class=fmt)
+    p.add_argument("--retain-hours", type=_positive_int, default=168, metavar="H",
+                   help="keep files younger than H hours (default and least: 168, Delta's floor)")
+    p.set_defaults(handler=cmd_maintain)
 
     p = sub.add_parser("sql", help="read-only Spark SQL over silver.* and gold.* (Delta time travel included)",
                        description="Run one read-only Spark SQL query: SELECT / WITH / SHOW / DESCRIBE / EXPLAIN over "

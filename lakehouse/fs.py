@@ -46,3 +46,19 @@ def write_text_atomically(spark: SparkSession, path: str, text: str) -> None:
 def delete(spark: SparkSession, path: str) -> None:
     fs, hpath = hadoop_fs(spark, path)
     fs.delete(hpath, False)
+
+
+class SparkFiles:
+    """lakehouse.files.Files on any Hadoop file system, through this session's JVM."""
+
+    def __init__(self, spark: SparkSession):
+        self.spark = spark
+
+    def exists(self, path: str) -> bool:
+        return exists(self.spark, path)
+
+    def list_names(self, directory: str) -> list[str]:
+        return list_names(self.spark, directory)
+
+    def read_text(self, path: str) -> str:
+        return read_text(self.spark, path)

@@ -4,13 +4,31 @@ answers in well under a second where starting Spark takes ten (`lakehouse budget
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from lakehouse import catalog
 from lakehouse.storage import is_url
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+
+class Commit(NamedTuple):
+    version: int
+    operation: str
+    mode: str  # the write mode (Append, Overwrite) where the operation has one
+    rows_inserted: int  # from Delta's commit metrics: no data is read
+
+
+# The operations that add rows; the others (OPTIMIZE, which only rearranges files, SET TBLPROPERTIES) add none.
+_INSERTING = ("WRITE", "MERGE", "STREAMING UPDATE", "CREATE TABLE AS SELECT")
+
+
+def _commit(version: Any, operation: Any, parameters: Any, metrics: Any) -> Commit:
+    metrics, operation = metrics or {}, str(operation or "")
+    inserted = metrics.get("numTargetRowsInserted") or metrics.get("numOutputRows") or 0
+    return Commit(int(version), operation, str((parameters or {}).get("mode", "")),
+                  int(inserted) if operation in _INSERTING else 0)
 
 
 class TableReader(Protocol):
@@ -20,8 +38,8 @@ class TableReader(Protocol):
 
     def columns(self, path: str) -> list[str]: ...
 
-    def history(self, path: str) -> list[tuple[int, str, str]]:
-        """(version, operation, write mode) of every commit the log still holds."""
+    def history(self, path: str) -> list[Commit]:
+        """Every commit the log still holds."""
         ...
 
     def max_value(self, path: str, column: str) -> Any:
@@ -42,10 +60,10 @@ class SparkReader:
     def columns(self, path: str) -> list[str]:
         return catalog.read(self.spark, path).columns
 
-    def history(self, path: str) -> list[tuple[int, str, str]]:
+    def history(self, path: str) -> list[Commit]:
         from delta.tables import DeltaTable
 
-        return [(int(h["version"]), str(h["operation"]), str((h["operationParameters"] or {}).get("mode", "")))
+        return [_commit(h["version"], h["operation"], h["operationParameters"], h["operationMetrics"])
                 for h in DeltaTable.forPath(self.spark, path).history().collect()]
 
     def max_value(self, path: str, column: str) -> Any:
@@ -76,16 +94,32 @@ class LocalReader:
     def columns(self, path: str) -> list[str]:
         return [f.name for f in self._table(path).schema().fields]
 
-    def history(self, path: str) -> list[tuple[int, str, str]]:
-        return [(int(h["version"]), str(h.get("operation", "")), str((h.get("operationParameters") or {}).get("mode", "")))
+    def history(self, path: str) -> list[Commit]:
+        return [_commit(h["version"], h.get("operation"), h.get("operationParameters"), h.get("operationMetrics"))
                 for h in self._table(path).history()]
 
-    def max_value(self, path: str, column: str) -> Any:
+    def properties(self, path: str) -> dict[str, str]:
+        return dict(self._table(path).metadata().configuration)
+
+    def _statistics(self, path: str, kind: str, column: str) -> list[Any]:
         import pyarrow as pa
 
-        values = [v for v in pa.table(self._table(path).get_add_actions(flatten=True)).column(f"max.{column}").to_pylist()
-                  if v is not None]
-        return max(values, default=None)
+        actions = pa.table(self._table(path).get_add_actions(flatten=True))
+        name = f"{kind}.{column}"
+        if name not in actions.column_names:  # no file, or no file with statistics of the column
+            return [None] * actions.num_rows
+        return actions.column(name).to_pylist()
+
+    def max_value(self, path: str, column: str) -> Any:
+        return max((v for v in self._statistics(path, "max", column) if v is not None), default=None)
+
+    def min_value(self, path: str, column: str) -> Any:
+        """The column's minimum over the files' statistics (None for a table with no file); raises
+        ValueError if a file has no statistics of it, as the minimum is then unknown."""
+        values = self._statistics(path, "min", column)
+        if None in values:
+            raise ValueError(f"{path}: a file has no statistics of {column}")
+        return min(values, default=None)
 
 
 def local(*paths: str) -> bool:

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import catalog
 from lakehouse import periods as P
 from lakehouse.config import Period
+from lakehouse.readers import Commit
 
 
-def silver_history(spark: SparkSession, path: str) -> list[tuple[int, int]]:
-    """(version, rows it inserted) per commit of silver.sessions, from Delta's commit metrics: no
-    data is read."""
-    history = DeltaTable.forPath(spark, path).history().select("version", "operationMetrics").collect()
-    return [(h["version"], int((h["operationMetrics"] or {}).get("numTargetRowsInserted")
-                               or (h["operationMetrics"] or {}).get("numOutputRows") or 0)) for h in history]
+def inserted_per_version(commits: list[Commit]) -> list[tuple[int, int]]:
+    """(version, rows it inserted) per commit of silver.sessions."""
+    return [(c.version, c.rows_inserted) for c in commits]
 
 
 def period_column(period: Period) -> Column:

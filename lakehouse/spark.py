@@ -15,7 +15,7 @@ from lakehouse.log import progress, warn
 
 LOG4J = jvm_process.LOG4J
 # Spark redacts matching config keys in the UI, event logs and our error output.
-# The key's fingerprint (a table property, see streaming.ingest.key_fingerprint) reveals nothing
+# The key's fingerprint (a table property, see streaming.keys.key_fingerprint) reveals nothing
 # and must stay readable: the ingest compares it with SHOW TBLPROPERTIES, which redacts by this.
 REDACTION_REGEX = (r"(?i)secret|password|token|access[.]key|account[.]key|sas|connection[.]?string"
                    r"|pseudonym(?!keyfingerprint)")

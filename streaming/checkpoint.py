@@ -19,35 +19,51 @@ from __future__ import annotations
 
 import json
 
-from pyspark.sql import SparkSession
-
-from lakehouse import fs
+from lakehouse.files import Files
 from lakehouse.storage import join
 
-
-def _last(spark: SparkSession, checkpoint: str, log: str) -> int:
-    return max((int(n) for n in fs.list_names(spark, join(checkpoint, log)) if n.isdigit()), default=-1)
+_COMPACT = ".compact"
 
 
-def unfinished_batch(spark: SparkSession, checkpoint: str) -> int | None:
+def _last(files: Files, checkpoint: str, log: str) -> int:
+    return max((int(n) for n in files.list_names(join(checkpoint, log)) if n.isdigit()), default=-1)
+
+
+def unfinished_batch(files: Files, checkpoint: str) -> int | None:
     """The micro-batch a crash left planned (in offsets/) but not committed (in commits/): the
     stream re-runs it under the same id, and some of its writes may have landed."""
-    planned = _last(spark, checkpoint, "offsets")
-    return planned if planned > _last(spark, checkpoint, "commits") else None
+    planned = _last(files, checkpoint, "offsets")
+    return planned if planned > _last(files, checkpoint, "commits") else None
 
 
-def batch_files(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:
+def _entries(files: Files, path: str) -> list[dict]:
+    lines = files.read_text(path).splitlines()
+    if not lines or lines[0] != "v1":
+        raise RuntimeError(f"{path}: not a file-source log of the expected version (v1): "
+                           "Spark's checkpoint layout changed; see streaming/checkpoint.py")
+    return [json.loads(line) for line in lines[1:] if line.startswith("{")]
+
+
+def batch_files(files: Files, checkpoint: str, batch_id: int) -> list[str]:
     """The Bronze files the file source assigned to batch `batch_id` (as URIs, e.g. file:///x),
     empty files included. Raises if the source log has no entry for the batch."""
     log = join(checkpoint, "sources", "0")
-    for name in (str(batch_id), f"{batch_id}.compact"):
+    for name in (str(batch_id), f"{batch_id}{_COMPACT}"):
         path = join(log, name)
-        if fs.exists(spark, path):
-            lines = fs.read_text(spark, path).splitlines()
-            if not lines or lines[0] != "v1":
-                raise RuntimeError(f"{path}: not a file-source log of the expected version (v1): "
-                                   "Spark's checkpoint layout changed; see streaming/checkpoint.py")
-            entries = [json.loads(line) for line in lines[1:] if line.startswith("{")]
-            return [e["path"] for e in entries if e.get("batchId") == batch_id]
+        if files.exists(path):
+            return [e["path"] for e in _entries(files, path) if e.get("batchId") == batch_id]
     raise RuntimeError(f"no entry for batch {batch_id} in {log}: Spark's checkpoint layout changed; "
                        "see streaming/checkpoint.py")
+
+
+def seen_files(files: Files, checkpoint: str) -> set[str]:
+    """Every file the stream has taken so far (URIs as logged): the latest compacted entry holds all
+    before it; the batches after it, one entry each (older entries may have been deleted)."""
+    log = join(checkpoint, "sources", "0")
+    names = files.list_names(log)
+    compacted = [int(n.removesuffix(_COMPACT)) for n in names if n.endswith(_COMPACT) and n[:-len(_COMPACT)].isdigit()]
+    start = max(compacted, default=-1)
+    batches = sorted(int(n) for n in names if n.isdigit() and int(n) > start)
+    paths = [join(log, f"{start}{_COMPACT}")] if start >= 0 else []
+    paths += [join(log, str(b)) for b in batches]
+    return {e["path"] for path in paths for e in _entries(files, path)}

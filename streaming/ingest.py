@@ -18,9 +18,6 @@ in effect.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import os
 from dataclasses import dataclass, field
 
 from delta.tables import DeltaTable
@@ -36,19 +33,11 @@ from lakehouse.errors import LakehouseError, spark_message
 from lakehouse.jvm_bridge import free_local_checkpoint
 from lakehouse.lock import RunLease
 from lakehouse.log import progress, warn
-from lakehouse.storage import Locations, is_url
-from streaming import checkpoint, transform
+from lakehouse.storage import Locations
+from streaming import checkpoint, keys, transform
+from streaming.bronze_files import BRONZE_GLOB, BRONZE_NAME, ignored_warning
 
-PSEUDONYM_KEY_ENV = "LAKEHOUSE_PSEUDONYM_KEY"
-LOCAL_DEFAULT_KEY = b"dp-lakehouse-local-default-pseudonym-key"
-FINGERPRINT_PROPERTY = "lakehouse.pseudonymKeyFingerprint"
-# How session_id is made; a table without it was built when session_id held the raw visitor id.
-SESSION_ID_PROPERTY = "lakehouse.sessionIdScheme"
-SESSION_ID_SCHEME = "hmac-sha256(fullVisitorId/visitId)"
 BATCH_PROPERTY = "lakehouse.lastEmptyIngestBatch"  # set by a batch that brought no new session
-EVENT_SUFFIXES = ("json", "jsonl", "ndjson")  # each optionally .gz
-BRONZE_GLOB = "*.{" + ",".join(f"{s},{s}.gz" for s in EVENT_SUFFIXES) + "}"
-BRONZE_NAME = r"^[^._].*\.(" + "|".join(EVENT_SUFFIXES) + r")(\.gz)?$"  # hidden (. or _) names are never read
 
 
 @dataclass
@@ -83,39 +72,8 @@ class IngestResult:
         return "\n".join(lines)
 
 
-def pseudonym_key(loc: Locations) -> bytes:
-    """The HMAC key for user_id, from the environment; a fixed default only for local storage."""
-    value = os.environ.get(PSEUDONYM_KEY_ENV)
-    if value:
-        return value.encode()
-    if is_url(loc.silver):
-        raise LakehouseError(f"{PSEUDONYM_KEY_ENV} is not set: remote storage needs a secret pseudonym key "
-                             "(e.g. from a Key Vault secret in the job's environment)")
-    warn(f"{PSEUDONYM_KEY_ENV} is not set; using the built-in local key. user_id pseudonyms are only as "
-         "secret as this key: set it for anything but a demo.")
-    return LOCAL_DEFAULT_KEY
-
-
-def key_fingerprint(key: bytes) -> str:
-    """Identifies the key without revealing it, so Silver can refuse rows hashed with another key."""
-    return hmac.new(key, b"dp-lakehouse key fingerprint", hashlib.sha256).hexdigest()[:16]
-
-
 def _check_silver(spark: SparkSession, loc: Locations, fingerprint: str) -> None:
-    """The pseudonyms in silver.sessions were made by this key and this session_id scheme."""
-    properties = catalog.table_properties(spark, loc.silver_sessions)
-    if properties.get(SESSION_ID_PROPERTY) != SESSION_ID_SCHEME:
-        raise LakehouseError(
-            f"silver.sessions at {loc.silver_sessions} was built by an older dp-lakehouse whose session_id holds "
-            "the raw fullVisitorId: re-ingest it into a new lakehouse on the same (immutable) Bronze, e.g. "
-            f"`lakehouse --root NEW_ROOT --bronze {loc.bronze} run`, then remove the old root's Silver. Its "
-            "releases already spent budget: keep its ledger, and set the new lakehouse's [privacy] first_period "
-            "after the periods it released, so they are not released again on a fresh budget")
-    stored = properties.get(FINGERPRINT_PROPERTY)
-    if stored and stored != fingerprint:
-        raise LakehouseError(
-            f"{PSEUDONYM_KEY_ENV} is not the key silver.sessions was built with (fingerprint {fingerprint}, "
-            f"table has {stored}). A new key would split each user into two privacy units; restore the key.")
+    keys.check_silver_properties(catalog.table_properties(spark, loc.silver_sessions), loc, fingerprint)
 
 
 def bronze_stream(spark: SparkSession, bronze: str, max_files_per_trigger: int) -> DataFrame:
@@ -156,7 +114,7 @@ class SilverBatchWriter:
         self.result = IngestResult()
         self.error: LakehouseError | None = None
         self._batch_files = 0
-        self.unfinished_batch = checkpoint.unfinished_batch(spark, loc.ingest_checkpoint)
+        self.unfinished_batch = checkpoint.unfinished_batch(fs.SparkFiles(spark), loc.ingest_checkpoint)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         try:
@@ -166,7 +124,7 @@ class SilverBatchWriter:
             raise
 
     def _batch(self, batch: DataFrame, batch_id: int) -> None:
-        files = checkpoint.batch_files(self.spark, self.loc.ingest_checkpoint, batch_id)
+        files = checkpoint.batch_files(fs.SparkFiles(self.spark), self.loc.ingest_checkpoint, batch_id)
         self._batch_files = len(files)
         unreadable = self._unreadable(files)
         if unreadable:  # their partial lines go nowhere: the file is quarantined as a whole
@@ -278,27 +236,21 @@ class SilverBatchWriter:
         return int(catalog.one(metrics)["num_inserted_rows"])
 
 
-def silver_properties(fingerprint: str) -> dict[str, str]:
-    return {FINGERPRINT_PROPERTY: fingerprint, SESSION_ID_PROPERTY: SESSION_ID_SCHEME}
-
-
 def ingest(spark: SparkSession, config: Config, loc: Locations, show_counts: bool = False,
            lease: RunLease | None = None) -> IngestResult:
     """Runs the availableNow stream over Bronze until every new file is in Silver."""
     if not fs.exists(spark, loc.bronze):
         raise LakehouseError(f"Bronze folder {loc.bronze} does not exist: land event files there "
                              "(`lakehouse generate` or `lakehouse upload`), or point --bronze at it")
-    key = pseudonym_key(loc)
-    fingerprint = key_fingerprint(key)
-    catalog.ensure_silver_tables(spark, loc, silver_properties(fingerprint))
+    key = keys.pseudonym_key(loc)
+    fingerprint = keys.key_fingerprint(key)
+    catalog.ensure_silver_tables(spark, loc, keys.silver_properties(fingerprint))
     _check_silver(spark, loc, fingerprint)
     events, ignored = jvm_bridge.scan_files(spark, loc.bronze, BRONZE_NAME)
     progress(f"ingest: {events} event files in {loc.bronze}; the checkpoint ({loc.ingest_checkpoint}) decides which "
              "are new")
     if ignored:
-        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
-        warn(f"Bronze holds {len(ignored)} file(s) that are not event files and are not read (event files are "
-             f"*.json, *.jsonl or *.ndjson, optionally .gz): {shown}")
+        warn(ignored_warning(ignored))
     writer = SilverBatchWriter(spark, loc, key, config.ingest.dedupe_window_hours, show_counts, lease)
     writer.result.silver_version_before = catalog.latest_version(spark, loc.silver_sessions)
     query = (bronze_stream(spark, loc.bronze, config.ingest.max_files_per_trigger)

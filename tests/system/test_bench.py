@@ -15,7 +15,8 @@ REQUIRED = ["ingest_vs_plain_spark", "ingest_growth_5x", "release_vs_plain_aggre
             "release_peak_rss_mb", "ingest_peak_rss_mb", "ingest_s", "plain_json_to_parquet_s", "release_s",
             "plain_aggregate_s", "ingest_increment_on_1x_s", "ingest_increment_on_5x_s",
             "release_increment_on_1x_s", "release_increment_on_5x_s", "ingest_floor_vs_plain_spark",
-            "release_floor_vs_plain_aggregate", "ingest_floor_s", "release_floor_s"]
+            "release_floor_vs_plain_aggregate", "ingest_floor_s", "release_floor_s", "release_vs_floor",
+            "ingest_vs_floor", "release_10x_vs_1x", "release_10x_peak_rss_mb"]
 
 
 def test_figures_are_ratios_of_medians():
@@ -23,25 +24,31 @@ def test_figures_are_ratios_of_medians():
         return {"median_s": median}
     figs = bench.figures(
         ingest={"ingest": run(30.0), "plain": run(10.0), "floor": run(16.0), "ingest_peak_rss_mb": 900.0},
-        release={"release": run(12.0), "plain": run(3.0), "floor": run(6.0), "release_peak_rss_mb": 1200.0},
+        release={"release": run(12.0), "plain": run(3.0), "floor": run(6.0), "release_peak_rss_mb": 1200.0,
+                 "reference": run(100.0), "reference_peak_rss_mb": 2100.0},
         small={"ingest": run(2.0), "release": run(1.0)},
-        large={"ingest": run(2.4), "release": run(1.5)})
+        large={"ingest": run(2.4), "release": run(1.5)},
+        cold={"spark_start": run(6.0), "idle_run": run(1.5), "increment_run": run(18.0)},
+        scale={"1x": run(4.0), "10x": run(44.0), "10x_peak_rss_mb": 1900.0})
     assert figs["ingest_vs_plain_spark"] == 3.0
     assert figs["release_vs_plain_aggregate"] == 4.0
     assert figs["ingest_growth_5x"] == 1.2
     assert figs["release_growth_5x"] == 1.5
     assert figs["ingest_floor_vs_plain_spark"] == 1.6
     assert figs["release_floor_vs_plain_aggregate"] == 2.0
-    assert "reference_vs_plain_aggregate" not in figs
+    assert figs["release_vs_floor"] == 2.0 and figs["ingest_vs_floor"] == 1.875
+    assert figs["release_vs_reference"] == 0.12
+    assert figs["cold_run_idle_vs_spark_start"] == 0.25 and figs["cold_run_increment_vs_spark_start"] == 3.0
+    assert figs["release_10x_vs_1x"] == 11.0
     table = bench.table(figs)
-    verdicts = {line.split()[0]: next((w for w in line.split() if w in ("MISSED", "ABOVE", "below")), None)
+    verdicts = {line.split()[0]: next((w for w in line.split() if w in ("MISSED", "ok", "run")), None)
                 for line in table.splitlines()[2:]}
     assert {k: v for k, v in verdicts.items() if v} == {
-        "ingest_vs_plain_spark": "MISSED",  # 3.0 > 1.5
-        "release_vs_plain_aggregate": "MISSED",  # 4.0 > 3.0
-        "release_growth_5x": "MISSED",  # 1.5 > 1.3
-        "ingest_floor_vs_plain_spark": "ABOVE",  # a floor of 1.6 against the ingest's 1.5: out of reach
-        "release_floor_vs_plain_aggregate": "below",  # 2.0 <= 3.0
+        "cold_run_idle_vs_spark_start": "ok", "cold_run_increment_vs_spark_start": "MISSED",  # 3.0 > 2.0
+        "release_vs_reference": "MISSED", "release_vs_floor": "MISSED", "ingest_vs_floor": "MISSED",
+        "release_10x_vs_1x": "MISSED", "release_10x_peak_rss_mb": "ok", "release_peak_rss_mb": "ok",
+        "ingest_growth_5x": "ok", "release_growth_5x": "MISSED",
+        "run_after_1440_runs_vs_first": "run",  # "not run": never measured, never "ok"
     }
 
 
@@ -85,5 +92,7 @@ def test_bench_smoke_runs_every_measurement(spark, tmp_path, capsys):
     assert spark.read.format("delta").load(str(work / "ingest" / "floor0")).count() > silver_rows
     tables = list((work / "release" / "floor0").glob("*/_delta_log"))
     assert len(tables) == len(Config().metrics) + 1  # each metric's Gold table and the ledger
+    # the scale task released all of a 1x and a 10x synthesized Silver
+    assert report["raw"]["scale"]["10x"]["median_s"] > 0 and not (work / "scale" / "silver30000").exists()
     printed = capsys.readouterr().out
     assert all(key in printed for key in REQUIRED[:5])

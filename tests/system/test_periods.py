@@ -4,6 +4,7 @@ totals (tree aggregation, bounds kept across a day's runs, the horizon), and `ma
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from oracle import pseudonym
-from support import run_cli, session
+from support import run_cli, session, versions
 
 CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
 UTC = dt.UTC
@@ -220,6 +221,64 @@ def test_continual_running_totals_over_a_day(spark, root, tmp_path):
     r = cli(conf, root, "run", "--now", "2026-11-11T05:30:00Z")
     assert r.code == 0 and "period 2026-11-11: its 4 runs ([privacy] max_releases_per_period) are published" in r.out
     assert "nothing to release" in r.out
+
+
+# ------------------------------------------------------------------------------------------
+# idle runs: an hourly run with nothing new and nothing due starts no JVM
+
+
+@pytest.fixture
+def no_spark(monkeypatch):
+    """Within it, any use of the CLI's Spark session fails the test (BaseException: not caught by the CLI)."""
+    from lakehouse import cli as lakehouse_cli
+
+    @contextlib.contextmanager
+    def forbidden():
+        with monkeypatch.context() as m:
+            m.setattr(lakehouse_cli.Context, "spark", property(lambda self: pytest.fail("the run started Spark")))
+            yield
+    return forbidden
+
+
+def test_an_idle_run_starts_no_spark_and_misses_no_new_file_and_no_closing_day(spark, root, closed_conf, no_spark,
+                                                                               monkeypatch):
+    land(root, "d1.jsonl", day_of("2026-11-01", range(0, 40)))
+    (root / "bronze" / "notes.txt").write_text("not events\n")
+    (root / "bronze" / "_incoming").mkdir()  # hidden: never read, by the stream or the idle check
+    (root / "bronze" / "_incoming" / "partial.jsonl").write_text('{"fullVisitorId": "1"')
+    r = cli(closed_conf, root, "run", "--now", "2026-11-01T12:00:00Z")
+    assert r.code == 0 and "nothing to release: period 2026-11-01 closes at 2026-11-02 02:00 UTC" in r.out, r.err
+    before = versions(spark, root)
+
+    with no_spark():
+        r = cli(closed_conf, root, "run", "--now", "2026-11-01T13:00:00Z")
+    assert r.code == 0, r.err
+    assert "ingest: nothing new in" in r.out and "(1 event files," in r.out and "the stream was not started" in r.out
+    assert "nothing to release: period 2026-11-01 closes at 2026-11-02 02:00 UTC" in r.out
+    assert "notes.txt" in r.err  # the same warning as the stream's ingest gives
+    assert versions(spark, root) == before
+
+    # a new file in a new sub-folder is not missed: the stream runs and takes it
+    (root / "bronze" / "late").mkdir()
+    land(root, "late/d1b.jsonl", day_of("2026-11-01", range(40, 50)))
+    r = cli(closed_conf, root, "run", "--now", "2026-11-01T14:00:00Z")
+    assert r.code == 0 and "the stream was not started" not in r.out, r.err
+    assert spark.read.format("delta").load(str(root / "silver" / "sessions")).count() == 50
+
+    # nothing new, but the day has closed: the release runs (on Spark) and publishes it
+    r = cli(closed_conf, root, "run", "--now", "2026-11-02T02:00:00Z")
+    assert r.code == 0 and "the stream was not started" in r.out, r.err
+    assert "release 1 (closed): period 2026-11-01" in r.out
+    with no_spark():
+        r = cli(closed_conf, root, "run", "--now", "2026-11-02T03:00:00Z")
+        assert r.code == 0 and "nothing to release: period 2026-11-02 closes at 2026-11-03 02:00 UTC" in r.out, r.err
+        # the checks of the Spark path hold on the idle path: a wrong key, a clock set back
+        with monkeypatch.context() as m:
+            m.setenv("LAKEHOUSE_PSEUDONYM_KEY", "another-key")
+            r = cli(closed_conf, root, "run", "--now", "2026-11-02T04:00:00Z")
+        assert r.code == 1 and "is not the key silver.sessions was built with" in r.error
+        r = cli(closed_conf, root, "release", "--now", "2026-11-01T23:00:00Z")
+        assert r.code == 1 and "is before the latest release (2026-11-02 02:00:00 UTC)" in r.error
 
 
 # ------------------------------------------------------------------------------------------

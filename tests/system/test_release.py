@@ -40,6 +40,9 @@ class Scenario:
     steps: dict[str, CliResult] = field(default_factory=dict)
     versions_before_noop: dict[str, int] = field(default_factory=dict)
     versions_after_noop: dict[str, int] = field(default_factory=dict)
+    files_before_maintain: int = 0
+    gold_before_maintain: dict = field(default_factory=dict)
+    gold_after_maintain: dict = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,13 @@ def scenario(spark, tmp_path_factory) -> Scenario:
     s.steps["reprocess"] = cli(s.conf, s.root, "reprocess", "--silver-version", "1")
     s.steps["reprocess_missing"] = cli(s.conf, s.root, "reprocess", "--silver-version", "99")
     s.steps["budget"] = cli(s.conf, s.root, "budget")
+    s.files_before_maintain = len(list((s.root / "silver" / "sessions").glob("*.parquet")))
+    s.gold_before_maintain = snapshot(spark, s.root)
+    s.steps["maintain_short"] = cli(s.conf, s.root, "maintain", "--retain-hours", "24")
+    s.steps["maintain"] = cli(s.conf, s.root, "maintain")
+    s.gold_after_maintain = snapshot(spark, s.root)
+    s.steps["after_maintain"] = cli(s.conf, s.root, "release")
+    s.steps["budget_after_maintain"] = cli(s.conf, s.root, "budget")
     return s
 
 
@@ -223,3 +233,21 @@ def test_sigkill_mid_release_then_rerun_publishes_exactly_once(spark, root, conf
     assert devices == [{"n": 4}]
     assert "epsilon spent: 1\n" in cli(conf, root, "budget").out
     assert not list((root / "silver" / "_release_staging").glob("release-*.json"))
+
+
+def test_maintain_compacts_and_changes_no_result_no_budget_and_no_release(scenario):
+    short = scenario.steps["maintain_short"]
+    assert short.code == 1 and "--retain-hours 24: at least 168" in short.error
+    r = scenario.steps["maintain"]
+    assert r.code == 0, r.err
+    before = scenario.files_before_maintain
+    assert before >= 2 and f"silver.sessions: {before} -> 1 files" in r.out
+    assert "gold.sessions_per_continent:" in r.out and "silver.release_audit" not in r.out
+    assert scenario.gold_after_maintain == scenario.gold_before_maintain
+    # OPTIMIZE's commits rearrange files only: no release sees new rows in them, no budget moves
+    after = scenario.steps["after_maintain"]
+    assert after.code == 0 and "nothing to release: no rows added to silver.sessions" in after.out, after.out
+    assert scenario.steps["budget_after_maintain"].out == scenario.steps["budget"].out
+    # time travel to a version before the compaction still reads (VACUUM kept its files)
+    old = sql_json(scenario.conf, scenario.root, "SELECT count(*) AS n FROM silver.sessions VERSION AS OF 1")
+    assert old == [{"n": scenario.first_rows}]

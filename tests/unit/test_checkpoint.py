@@ -3,12 +3,17 @@ stream: if a Spark upgrade changes it, this fails - not the ingest in production
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 from pyspark.sql import functions as F
 
+from lakehouse.files import LocalFiles, os_path_of
+from lakehouse.fs import SparkFiles
+from lakehouse.jvm_bridge import scan_files
 from streaming import checkpoint
+from streaming.bronze_files import BRONZE_NAME, local_scan
 
 
 def test_batch_files_and_the_unfinished_batch_match_a_real_stream(spark, tmp_path):
@@ -26,15 +31,36 @@ def test_batch_files_and_the_unfinished_batch_match_a_real_stream(spark, tmp_pat
              .writeStream.foreachBatch(record).option("checkpointLocation", ckpt).trigger(availableNow=True).start())
     query.awaitTermination()
     assert sorted(seen) == list(range(12))
-    for batch_id, files in seen.items():
-        logged = checkpoint.batch_files(spark, ckpt, batch_id)
-        assert {f.replace("file:///", "file:/") for f in logged} == files, batch_id
-    assert (tmp_path / "ckpt" / "sources" / "0" / "9.compact").exists()  # the compacted entry was read above
-    assert checkpoint.unfinished_batch(spark, ckpt) is None
+    for files in (SparkFiles(spark), LocalFiles()):  # through Hadoop, and without a JVM
+        for batch_id, taken in seen.items():
+            logged = checkpoint.batch_files(files, ckpt, batch_id)
+            assert {f.replace("file:///", "file:/") for f in logged} == taken, batch_id
+        assert (tmp_path / "ckpt" / "sources" / "0" / "9.compact").exists()  # the compacted entry was read above
+        # every file taken: the compacted entry (0..9) and the two batches after it
+        assert {os_path_of(u) for u in checkpoint.seen_files(files, ckpt)} == {str(p) for p in bronze.iterdir()}
+        assert checkpoint.unfinished_batch(files, ckpt) is None
 
     # a crash between planning batch 11 and committing it leaves offsets/11 without commits/11
     (tmp_path / "ckpt" / "commits" / "11").unlink()
-    assert checkpoint.unfinished_batch(spark, ckpt) == 11
+    assert checkpoint.unfinished_batch(LocalFiles(), ckpt) == 11
+    # Spark may delete the entries the compacted one holds: seen_files does not need them
+    for n in range(9):
+        (tmp_path / "ckpt" / "sources" / "0" / str(n)).unlink(missing_ok=True)
+    assert len(checkpoint.seen_files(LocalFiles(), ckpt)) == 12
     shutil.rmtree(tmp_path / "ckpt" / "sources")
     with pytest.raises(RuntimeError, match="checkpoint layout changed"):
-        checkpoint.batch_files(spark, ckpt, 3)
+        checkpoint.batch_files(LocalFiles(), ckpt, 3)
+
+
+def test_the_local_bronze_scan_sees_what_the_jvm_scan_sees(spark, tmp_path):
+    """streaming.bronze_files.local_scan (the idle check) and BronzeFile.scan (the ingest) agree."""
+    bronze = tmp_path / "bronze"
+    for name in ["a.jsonl", "b.json.gz", "c.ndjson", "sub/d.jsonl", "sub/deeper/e.json", "notes.txt", "f.jsonl.bak",
+                 ".hidden.jsonl", "_SUCCESS", "_tmp/g.jsonl", ".git/h.json", "sub/_x/i.jsonl", "with space.jsonl"]:
+        (bronze / name).parent.mkdir(parents=True, exist_ok=True)
+        (bronze / name).write_text("{}\n")
+    events, ignored = local_scan(str(bronze))
+    assert sorted(os.path.relpath(p, bronze) for p in events) == [
+        "a.jsonl", "b.json.gz", "c.ndjson", "sub/d.jsonl", "sub/deeper/e.json", "with space.jsonl"]
+    assert sorted(ignored) == ["f.jsonl.bak", "notes.txt"]
+    assert scan_files(spark, str(bronze), BRONZE_NAME) == (len(events), ignored)

@@ -1,0 +1,62 @@
+"""What an hourly job pays per execution, each command a fresh process (JVM start included), timed
+from outside like a scheduler would: `lakehouse run` with nothing new, `run` with one increment, and
+the yardstick - a fresh process that only starts Spark with the same session config and answers
+`SELECT 1`. `python -m bench.cold spark-start CONF` is that yardstick's process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_conf(path: Path, root: Path) -> Path:
+    """The bench's lakehouse as a config file (period "none", a cap the bench never reaches)."""
+    path.write_text(f'[storage]\nroot = "{root}"\n\n[privacy]\nperiod = "none"\nepsilon_cap = 1000000.0\n')
+    return path
+
+
+def _timed(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return elapsed, proc.stdout
+
+
+def cold_runs(conf: Path, bronze: Path, increments: list[str], reps: int) -> dict:
+    """Medians of `reps` fresh processes each: Spark start, an idle run, a run with one increment."""
+    env = {**os.environ, "LAKEHOUSE_PSEUDONYM_KEY": os.environ.get("LAKEHOUSE_PSEUDONYM_KEY", "bench-only-key")}
+    lakehouse = [sys.executable, "-m", "lakehouse.cli", "--conf", str(conf)]
+    start, idle, increment = [], [], []
+    _timed([*lakehouse, "run"], env)  # whatever the lakehouse holds unreleased: not a figure
+    for i in range(reps):
+        start.append(_timed([sys.executable, "-m", "bench.cold", "spark-start", str(conf)], env)[0])
+        seconds, out = _timed([*lakehouse, "run"], env)
+        assert "the stream was not started" in out and "nothing to release" in out, out
+        idle.append(seconds)
+        shutil.copy(increments[i], bronze / f"cold-{i}-{Path(increments[i]).name}")
+        seconds, out = _timed([*lakehouse, "run"], env)
+        assert "the stream was not started" not in out and "release " in out, out
+        increment.append(seconds)
+    summary = lambda times: {"median_s": statistics.median(times), "runs_s": [round(t, 3) for t in times]}  # noqa: E731
+    return {"spark_start": summary(start), "idle_run": summary(idle), "increment_run": summary(increment)}
+
+
+def spark_start(conf: str) -> None:
+    from lakehouse.config import load_config
+    from lakehouse.spark import get_spark
+
+    get_spark(load_config(conf)).sql("SELECT 1").collect()
+
+
+if __name__ == "__main__":
+    assert sys.argv[1] == "spark-start", sys.argv
+    spark_start(sys.argv[2])

@@ -10,6 +10,7 @@
 #   RESOURCE_GROUP, LOCATION, STORAGE_ACCOUNT, REGISTRY, KEY_VAULT  (required)
 #   JOB_NAME=dp-lakehouse  ENVIRONMENT_NAME=dp-lakehouse-env  IDENTITY_NAME=dp-lakehouse-job
 #   CRON="17 * * * *" (hourly)  CPU=2.0  MEMORY=4Gi  TIMEOUT_SECONDS=3600  IMAGE_TAG=latest
+#   MAINTAIN_CRON="47 3 * * *" (daily: `lakehouse maintain`, a second job on the same image)
 #   ANALYSTS_PRINCIPAL_ID  (optional: an Entra ID user/group that may read the gold container only)
 set -euo pipefail
 
@@ -36,6 +37,7 @@ JOB_NAME="${JOB_NAME:-dp-lakehouse}"
 ENVIRONMENT_NAME="${ENVIRONMENT_NAME:-dp-lakehouse-env}"
 IDENTITY_NAME="${IDENTITY_NAME:-dp-lakehouse-job}"
 CRON="${CRON:-17 * * * *}"
+MAINTAIN_CRON="${MAINTAIN_CRON:-47 3 * * *}"
 CPU="${CPU:-2.0}"
 MEMORY="${MEMORY:-4Gi}"
 TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-3600}"
@@ -120,15 +122,21 @@ az_run containerapp env create --name "$ENVIRONMENT_NAME" --resource-group "$RES
 # One execution per trigger, no retries: an overlapping execution fails fast on the run lease
 # (exit 75) and the next schedule picks up whatever is new; the stream checkpoint is the only
 # "what was processed" marker, so no trigger function or file-arrival event is needed.
-az_run containerapp job create --name "$JOB_NAME" --resource-group "$RESOURCE_GROUP" \
-  --environment "$ENVIRONMENT_NAME" --trigger-type Schedule --cron-expression "$CRON" \
-  --replica-timeout "$TIMEOUT_SECONDS" --replica-retry-limit 0 --parallelism 1 --replica-completion-count 1 \
-  --image "$IMAGE" --registry-server "$REGISTRY.azurecr.io" --registry-identity "$IDENTITY_ID" \
-  --mi-user-assigned "$IDENTITY_ID" --cpu "$CPU" --memory "$MEMORY" \
-  --secrets "pseudonym-key=keyvaultref:$SECRET_URI,identityref:$IDENTITY_ID" \
-  --env-vars "AZURE_STORAGE_ACCOUNT=$STORAGE_ACCOUNT" "AZURE_CLIENT_ID=$CLIENT_ID" \
-  "LAKEHOUSE_PSEUDONYM_KEY=secretref:pseudonym-key" "LAKEHOUSE_CONF=/app/conf/azure.toml" \
-  --args "run" --output none
+# Two jobs on one image and identity: the hourly run, and a daily `maintain` (compaction and VACUUM;
+# it takes the same run lease, so it never overlaps a run).
+for job in run maintain; do
+  name="$JOB_NAME" cron="$CRON"
+  if [[ "$job" == maintain ]]; then name="$JOB_NAME-maintain" cron="$MAINTAIN_CRON"; fi
+  az_run containerapp job create --name "$name" --resource-group "$RESOURCE_GROUP" \
+    --environment "$ENVIRONMENT_NAME" --trigger-type Schedule --cron-expression "$cron" \
+    --replica-timeout "$TIMEOUT_SECONDS" --replica-retry-limit 0 --parallelism 1 --replica-completion-count 1 \
+    --image "$IMAGE" --registry-server "$REGISTRY.azurecr.io" --registry-identity "$IDENTITY_ID" \
+    --mi-user-assigned "$IDENTITY_ID" --cpu "$CPU" --memory "$MEMORY" \
+    --secrets "pseudonym-key=keyvaultref:$SECRET_URI,identityref:$IDENTITY_ID" \
+    --env-vars "AZURE_STORAGE_ACCOUNT=$STORAGE_ACCOUNT" "AZURE_CLIENT_ID=$CLIENT_ID" \
+    "LAKEHOUSE_PSEUDONYM_KEY=secretref:pseudonym-key" "LAKEHOUSE_CONF=/app/conf/azure.toml" \
+    --args "$job" --output none
+done
 
-echo "deployed: job $JOB_NAME runs '$CRON'; start one now with:" >&2
+echo "deployed: job $JOB_NAME runs '$CRON', $JOB_NAME-maintain '$MAINTAIN_CRON'; start a run now with:" >&2
 echo "  az containerapp job start --name $JOB_NAME --resource-group $RESOURCE_GROUP" >&2

@@ -81,8 +81,11 @@ def test_deploy_script_grants_least_privilege():
         ("Storage Blob Data Contributor", "<tsv>", "gold"),
         ("Storage Blob Data Reader", "analysts-group", "gold"),
     }
-    job = next(line for line in r.stdout.splitlines() if line.startswith("az containerapp job create"))
-    assert "--trigger-type Schedule" in job and "--mi-user-assigned" in job and "secretref:pseudonym-key" in job
+    jobs = [line for line in r.stdout.splitlines() if line.startswith("az containerapp job create")]
+    assert len(jobs) == 2  # the hourly run and the daily maintain
+    for job, command, cron in zip(jobs, ("run", "maintain"), (r"17\ \*\ \*\ \*\ \*", r"47\ 3\ \*\ \*\ \*"), strict=True):
+        assert "--trigger-type Schedule" in job and "--mi-user-assigned" in job and "secretref:pseudonym-key" in job
+        assert job.rstrip().endswith(f"--args {command} --output none") and cron in job, job
 
 
 def test_deploy_script_names_a_missing_parameter():

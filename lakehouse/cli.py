@@ -139,7 +139,8 @@ def cmd_generate(args: argparse.Namespace, ctx: Context) -> int:
     if is_url(out):
         raise LakehouseError(f"generate writes local files and Bronze is {out}: pass --out DIR, then "
                              "`lakehouse upload DIR/*.jsonl`")
-    result = generate(out, args.sessions, files=args.files, seed=args.seed, start=args.start, days=args.days,
+    start = args.start or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days)
+    result = generate(out, args.sessions, files=args.files, seed=args.seed, start=start, days=args.days,
                       duplicate_rate=args.duplicate_rate, bad_rate=args.bad_rate, gzip_output=args.gzip)
     print(result.summary())
     print(f"into {out}")
@@ -385,8 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files", type=_positive_int, default=1, help="number of files (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed; also part of the file names (default 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the Bronze folder)")
-    p.add_argument("--start", type=_date, default=dt.date(2016, 8, 1), help="first day, YYYY-MM-DD (default 2016-08-01)")
-    p.add_argument("--days", type=_positive_int, default=365, help="days the sessions span (default 365)")
+    p.add_argument("--start", type=_date, help="first day, YYYY-MM-DD (default: --days days before today, UTC: "
+                   "recent, closed days that a run releases as a time series)")
+    p.add_argument("--days", type=_positive_int, default=SAMPLE_DAYS, help=f"days the sessions span (default {SAMPLE_DAYS})")
     p.add_argument("--duplicate-rate", type=float, default=0.002,
                    help="fraction of sessions delivered twice (default 0.002)")
     p.add_argument("--bad-rate", type=float, default=0.001, help="fraction of broken lines (default 0.001)")

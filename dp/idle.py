@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+from deltalake.exceptions import DeltaError
+
 from dp import budget as dp_budget
 from dp import metrics as dp_metrics
 from dp import staging
 from dp.plan import plan_release
 from dp.release import ReleaseOutcome, metric_shares, release_time
+from lakehouse import catalog, silver
 from lakehouse import periods as P
-from lakehouse import silver
 from lakehouse.config import Config
 from lakehouse.readers import LocalReader, local
 from lakehouse.storage import Locations
@@ -35,11 +37,14 @@ def idle_release(config: Config, loc: Locations, now: dt.datetime | None = None)
     if not tables.exists(loc.silver_sessions) or staging.local_pending(loc):
         return None
     dp_metrics.validate(config.metrics, privacy)
-    state = dp_budget.read_state(tables, loc, [loc.gold_table(m.name) for m in config.metrics])
-    if dp_budget.ledger_gap(tables, loc, state):
-        return None  # republished by the Spark path
+    try:
+        state = dp_budget.read_state(tables, loc, [loc.gold_table(m.name) for m in config.metrics])
+        if dp_budget.ledger_gap(tables, loc, state):
+            return None  # republished by the Spark path
+        history = silver.inserted_per_version(tables.history(loc.silver_sessions))
+    except (catalog.StorageError, DeltaError, ValueError, OSError):
+        return None  # what delta-rs cannot read (or a file without statistics), Spark reads - or fails closed on
     shares = metric_shares(dp_metrics.metric_budgets(config.metrics, privacy), privacy)
-    history = silver.inserted_per_version(tables.history(loc.silver_sessions))
     def first_period() -> dt.date | None:  # from the files' statistics, as Spark answers min() too
         try:
             earliest = tables.min_value(loc.silver_sessions, "session_start")

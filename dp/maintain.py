@@ -26,7 +26,7 @@ from lakehouse.config import Config
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
 from lakehouse.log import progress
-from lakehouse.readers import SparkReader
+from lakehouse.readers import SparkReader, commit_of
 from lakehouse.storage import Locations
 
 MIN_RETAIN_HOURS = 168  # Delta's own floor (spark.databricks.delta.retentionDurationCheck)
@@ -39,9 +39,10 @@ def _files(spark: SparkSession, path: str) -> int:
 def _oldest_unreleased_is_kept(spark: SparkSession, loc: Locations, config: Config, cutoff: dt.datetime) -> bool:
     """True if no silver.sessions version the next release still reads is older than the cutoff."""
     state = dp_budget.read_state(SparkReader(spark), loc, [loc.gold_table(m.name) for m in config.metrics])
-    history = DeltaTable.forPath(spark, loc.silver_sessions).history().select("version", "timestamp").collect()
-    old = [h["version"] for h in history if h["timestamp"] < cutoff.replace(tzinfo=None)]
-    return max(old, default=-1) <= state.last_version
+    history = DeltaTable.forPath(spark, loc.silver_sessions).history().collect()
+    old = [h["version"] for h in history if h["timestamp"] < cutoff.replace(tzinfo=None)
+           and commit_of(h["version"], h["operation"], h["operationParameters"], h["operationMetrics"]).rows_inserted]
+    return max(old, default=-1) <= state.last_version  # versions that added no row leave no file to read
 
 
 def maintain(spark: SparkSession, config: Config, loc: Locations, retain_hours: int, lease: RunLease,

@@ -150,13 +150,11 @@ def cmd_generate(args: argparse.Namespace, ctx: Context) -> int:
 def _ingest(ctx: Context, lease: RunLease, counts: bool = False) -> None:
     from streaming.idle import nothing_to_ingest
 
-    idle = nothing_to_ingest(ctx.loc)  # a local Bronze with nothing new: no JVM, no stream
-    if idle:
-        print(idle)
-        return
-    from streaming.ingest import ingest
+    result = nothing_to_ingest(ctx.loc)  # a local Bronze with nothing new: no JVM, no stream
+    if result is None:
+        from streaming.ingest import ingest
 
-    result = ingest(ctx.spark, ctx.config, ctx.loc, show_counts=counts, lease=lease)
+        result = ingest(ctx.spark, ctx.config, ctx.loc, show_counts=counts, lease=lease)
     print(result.summary(counts=counts))
 
 
@@ -203,7 +201,12 @@ def cmd_reprocess(args: argparse.Namespace, ctx: Context) -> int:
 def _bronze_has_events(ctx: Context) -> bool:
     from streaming.bronze_files import local_scan
 
-    return Path(ctx.loc.bronze).is_dir() and bool(local_scan(ctx.loc.bronze)[0])
+    if not Path(ctx.loc.bronze).is_dir():
+        return False
+    try:
+        return bool(local_scan(ctx.loc.bronze)[0])
+    except ValueError:  # folders linked twice: not an empty Bronze
+        return True
 
 
 SAMPLE_DAYS = 28
@@ -273,13 +276,17 @@ def _budget_status(ctx: Context) -> BudgetStatus:
     from lakehouse import readers
 
     loc = ctx.loc
-    tables: readers.TableReader
+    gold = [loc.gold_table(m.name) for m in ctx.config.metrics]
     if readers.local(loc.silver, loc.gold):
-        tables, staged = readers.LocalReader(), staging.local_staged_audit_rows(loc)
-    else:
-        tables, staged = readers.SparkReader(ctx.spark), staging.staged_audit_rows(ctx.spark, loc)
-    state = budget.read_state(tables, loc, [loc.gold_table(m.name) for m in ctx.config.metrics], staged)
-    return budget.status(state, ctx.config, len(budget.ledger_gap(tables, loc, state)))
+        tables = readers.LocalReader()
+        try:
+            state = budget.read_state(tables, loc, gold, staging.local_staged_audit_rows(loc))
+            return budget.status(state, ctx.config, len(budget.ledger_gap(tables, loc, state)))
+        except ValueError:  # a Gold file without statistics: Spark reads the table itself
+            pass
+    spark_tables = readers.SparkReader(ctx.spark)
+    state = budget.read_state(spark_tables, loc, gold, staging.staged_audit_rows(ctx.spark, loc))
+    return budget.status(state, ctx.config, len(budget.ledger_gap(spark_tables, loc, state)))
 
 
 def cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:

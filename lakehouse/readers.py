@@ -24,7 +24,7 @@ class Commit(NamedTuple):
 _INSERTING = ("WRITE", "MERGE", "STREAMING UPDATE", "CREATE TABLE AS SELECT")
 
 
-def _commit(version: Any, operation: Any, parameters: Any, metrics: Any) -> Commit:
+def commit_of(version: Any, operation: Any, parameters: Any, metrics: Any) -> Commit:
     metrics, operation = metrics or {}, str(operation or "")
     inserted = metrics.get("numTargetRowsInserted") or metrics.get("numOutputRows") or 0
     return Commit(int(version), operation, str((parameters or {}).get("mode", "")),
@@ -63,7 +63,7 @@ class SparkReader:
     def history(self, path: str) -> list[Commit]:
         from delta.tables import DeltaTable
 
-        return [_commit(h["version"], h["operation"], h["operationParameters"], h["operationMetrics"])
+        return [commit_of(h["version"], h["operation"], h["operationParameters"], h["operationMetrics"])
                 for h in DeltaTable.forPath(self.spark, path).history().collect()]
 
     def max_value(self, path: str, column: str) -> Any:
@@ -95,7 +95,7 @@ class LocalReader:
         return [f.name for f in self._table(path).schema().fields]
 
     def history(self, path: str) -> list[Commit]:
-        return [_commit(h["version"], h.get("operation"), h.get("operationParameters"), h.get("operationMetrics"))
+        return [commit_of(h["version"], h.get("operation"), h.get("operationParameters"), h.get("operationMetrics"))
                 for h in self._table(path).history()]
 
     def properties(self, path: str) -> dict[str, str]:
@@ -110,16 +110,19 @@ class LocalReader:
             return [None] * actions.num_rows
         return actions.column(name).to_pylist()
 
+    def _bounds(self, path: str, kind: str, column: str) -> list[Any]:
+        values = self._statistics(path, kind, column)
+        if None in values:  # a file without statistics (or all nulls): the bound is unknown
+            raise ValueError(f"{path}: a file has no {kind} statistics of {column}")
+        return values
+
     def max_value(self, path: str, column: str) -> Any:
-        return max((v for v in self._statistics(path, "max", column) if v is not None), default=None)
+        """As TableReader.max_value; raises ValueError if a file has no statistics of the column."""
+        return max(self._bounds(path, "max", column), default=None)
 
     def min_value(self, path: str, column: str) -> Any:
-        """The column's minimum over the files' statistics (None for a table with no file); raises
-        ValueError if a file has no statistics of it, as the minimum is then unknown."""
-        values = self._statistics(path, "min", column)
-        if None in values:
-            raise ValueError(f"{path}: a file has no statistics of {column}")
-        return min(values, default=None)
+        """The column's minimum (None for a table with no file); raises ValueError as max_value."""
+        return min(self._bounds(path, "min", column), default=None)
 
 
 def local(*paths: str) -> bool:

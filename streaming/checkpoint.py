@@ -56,6 +56,15 @@ def batch_files(files: Files, checkpoint: str, batch_id: int) -> list[str]:
                        "see streaming/checkpoint.py")
 
 
+def source_log_ahead(files: Files, checkpoint: str) -> bool:
+    """True if the file-source log has an entry for a batch not yet in offsets/: Spark writes the
+    entry first, so a crash between the two leaves files logged that no batch has read yet (the
+    restarted stream reads them as batch N)."""
+    names = files.list_names(join(checkpoint, "sources", "0"))
+    logged = max((int(n.removesuffix(_COMPACT)) for n in names if n.removesuffix(_COMPACT).isdigit()), default=-1)
+    return logged > _last(files, checkpoint, "offsets")
+
+
 def seen_files(files: Files, checkpoint: str) -> set[str]:
     """Every file the stream has taken so far (URIs as logged): the latest compacted entry holds all
     before it; the batches after it, one entry each (older entries may have been deleted)."""

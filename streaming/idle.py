@@ -17,28 +17,32 @@ from lakehouse.readers import LocalReader, local
 from lakehouse.storage import Locations
 from streaming import checkpoint, keys
 from streaming.bronze_files import ignored_warning, local_scan
+from streaming.result import IngestResult
 
 
-def nothing_to_ingest(loc: Locations) -> str | None:
-    """What to print when an ingest would find nothing new; None when the stream must run."""
+def nothing_to_ingest(loc: Locations) -> IngestResult | None:
+    """The result of an ingest that would find nothing new; None when the stream must run."""
     if not local(loc.bronze, loc.silver, loc.ingest_checkpoint):
         return None
     files, tables = LocalFiles(), LocalReader()
     if not tables.exists(loc.silver_sessions) or not files.exists(loc.ingest_checkpoint):
         return None
+    ckpt = loc.ingest_checkpoint
     try:
-        if checkpoint.unfinished_batch(files, loc.ingest_checkpoint) is not None:
+        if checkpoint.unfinished_batch(files, ckpt) is not None or checkpoint.source_log_ahead(files, ckpt):
             return None
-        seen = {os_path_of(uri) for uri in checkpoint.seen_files(files, loc.ingest_checkpoint)}
+        seen = {os_path_of(uri) for uri in checkpoint.seen_files(files, ckpt)}
+        events, ignored = local_scan(loc.bronze)
         properties = tables.properties(loc.silver_sessions)
+        version = max(c.version for c in tables.history(loc.silver_sessions))
     except (OSError, ValueError, RuntimeError, KeyError, DeltaError):  # unreadable or unexpected: the stream decides
         return None
-    events, ignored = local_scan(loc.bronze)
     if any(path not in seen for path in events):
         return None
     # the check the ingest makes before any batch: a wrong key is reported now, not when data next comes
     keys.check_silver_properties(properties, loc, keys.key_fingerprint(keys.pseudonym_key(loc)))
     if ignored:
         warn(ignored_warning(ignored))
-    return (f"ingest: nothing new in {loc.bronze} ({len(events)} event files, all taken already by the checkpoint "
-            f"{loc.ingest_checkpoint}); the stream was not started")
+    return IngestResult(silver_version_before=version, silver_version=version,
+                        idle=f"ingest: nothing new in {loc.bronze} ({len(events)} event files, all taken already by "
+                        f"the checkpoint {ckpt}); the stream was not started")

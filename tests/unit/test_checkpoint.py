@@ -3,6 +3,7 @@ stream: if a Spark upgrade changes it, this fails - not the ingest in production
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 
@@ -11,9 +12,9 @@ from pyspark.sql import functions as F
 
 from lakehouse.files import LocalFiles, os_path_of
 from lakehouse.fs import SparkFiles
-from lakehouse.jvm_bridge import scan_files
 from streaming import checkpoint
-from streaming.bronze_files import BRONZE_NAME, local_scan
+from streaming.bronze_files import local_scan
+from streaming.ingest import bronze_stream
 
 
 def test_batch_files_and_the_unfinished_batch_match_a_real_stream(spark, tmp_path):
@@ -52,15 +53,32 @@ def test_batch_files_and_the_unfinished_batch_match_a_real_stream(spark, tmp_pat
         checkpoint.batch_files(LocalFiles(), ckpt, 3)
 
 
-def test_the_local_bronze_scan_sees_what_the_jvm_scan_sees(spark, tmp_path):
-    """streaming.bronze_files.local_scan (the idle check) and BronzeFile.scan (the ingest) agree."""
-    bronze = tmp_path / "bronze"
-    for name in ["a.jsonl", "b.json.gz", "c.ndjson", "sub/d.jsonl", "sub/deeper/e.json", "notes.txt", "f.jsonl.bak",
-                 ".hidden.jsonl", "_SUCCESS", "_tmp/g.jsonl", ".git/h.json", "sub/_x/i.jsonl", "with space.jsonl"]:
-        (bronze / name).parent.mkdir(parents=True, exist_ok=True)
-        (bronze / name).write_text("{}\n")
+def test_the_local_bronze_scan_lists_what_the_stream_takes(spark, tmp_path):
+    """streaming.bronze_files.local_scan (the idle check) lists exactly the files the ingest's own
+    stream takes: Spark's hidden-name rule, its glob, symlinked folders."""
+    bronze, elsewhere = tmp_path / "bronze", tmp_path / "elsewhere"
+    names = ["a.jsonl", "b.json.gz", "c.ndjson", "sub/d.jsonl", "sub/deeper/e.json", "with space.jsonl", "ünï.jsonl",
+             "notes.txt", "f.jsonl.bak", ".hidden.jsonl", "_SUCCESS", "_tmp/g.jsonl", ".git/h.json", "sub/_x/i.jsonl",
+             "_dt=2026-12-01/j.jsonl", "_metadata_k.jsonl", "part.jsonl._COPYING_"]
+    for name in names + ["../elsewhere/l.jsonl"]:
+        path = bronze / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(b"{}\n") if name.endswith(".gz") else b"{}\n")
+    (bronze / "linked").symlink_to(elsewhere, target_is_directory=True)
+    ckpt = str(tmp_path / "ckpt")
+    bronze_stream(spark, str(bronze), 1000).writeStream.foreachBatch(lambda batch, batch_id: None) \
+        .option("checkpointLocation", ckpt).trigger(availableNow=True).start().awaitTermination()
+    taken = {os_path_of(u) for u in checkpoint.seen_files(LocalFiles(), ckpt)}
     events, ignored = local_scan(str(bronze))
-    assert sorted(os.path.relpath(p, bronze) for p in events) == [
-        "a.jsonl", "b.json.gz", "c.ndjson", "sub/d.jsonl", "sub/deeper/e.json", "with space.jsonl"]
+    assert sorted(events) == sorted(taken)
+    assert {os.path.relpath(p, bronze) for p in taken} >= {"a.jsonl", "ünï.jsonl", "_dt=2026-12-01/j.jsonl",
+                                                            "_metadata_k.jsonl", "linked/l.jsonl"}
     assert sorted(ignored) == ["f.jsonl.bak", "notes.txt"]
-    assert scan_files(spark, str(bronze), BRONZE_NAME) == (len(events), ignored)
+    assert not checkpoint.source_log_ahead(LocalFiles(), ckpt)
+    # a crash after Spark logged a batch's files but before its offsets: they are not taken yet
+    (tmp_path / "ckpt" / "sources" / "0" / "1").write_text('v1\n{"path":"file:///x.jsonl","batchId":1}\n')
+    assert checkpoint.source_log_ahead(LocalFiles(), ckpt)
+    # a folder reached twice through links: the stream would list it twice; local_scan declines
+    (bronze / "again").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError, match="reached twice"):
+        local_scan(str(bronze))

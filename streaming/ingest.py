@@ -44,6 +44,9 @@ def _check_silver(spark: SparkSession, loc: Locations, fingerprint: str) -> None
     keys.check_silver_properties(catalog.table_properties(spark, loc.silver_sessions), loc, fingerprint)
 
 
+MAX_FILE_AGE = "36500d"
+
+
 def bronze_stream(spark: SparkSession, bronze: str, max_files_per_trigger: int) -> DataFrame:
     """Raw lines of new Bronze files, with the file each line came from."""
     return (spark.readStream.format("text")
@@ -53,6 +56,10 @@ def bronze_stream(spark: SparkSession, bronze: str, max_files_per_trigger: int) 
             # beforehand (BronzeFile.check) and quarantines it as a whole, dropping its partial lines
             .option("ignoreCorruptFiles", "true")
             .option("recursiveFileLookup", "true")
+            # Spark skips a new file whose modification time is more than maxFileAge (7 days by default)
+            # older than the newest file it has taken: a backfill copied with its old times kept
+            # (cp -p, azcopy) would be lost without a word. Every file is new until taken.
+            .option("maxFileAge", MAX_FILE_AGE)
             .load(bronze)
             .select("value", F.col("_metadata.file_path").alias("source_file")))
 

@@ -6,8 +6,10 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,18 @@ def test_every_batch_is_one_silver_version_whatever_it_holds(spark, root):
         versions.append(summary(r.out)["version"])
     assert versions == sorted(set(versions)) and len(versions) == 4  # one new version per batch
     assert silver_rows(spark, root).count() == 1
+
+
+def test_a_backfill_file_with_old_modification_times_is_not_skipped(spark, root):
+    """Spark's file source skips a new file more than maxFileAge (7 days by default) older than the
+    newest file it took: a backfill copied with its times kept would be lost without a word."""
+    bronze = root / "bronze"
+    _write(bronze / "today.jsonl", [json.dumps(session(fullVisitorId="1", visitId="1"))])
+    assert run_cli("--root", str(root), "ingest").code == 0
+    backfill = bronze / "2016" / "backfill.jsonl"
+    _write(backfill, [json.dumps(session(fullVisitorId="2", visitId="2"))])
+    long_ago = time.time() - 90 * 86_400
+    os.utime(backfill, (long_ago, long_ago))
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 0 and "files read: 1" in r.out, r.out + r.err
+    assert silver_rows(spark, root).count() == 2

@@ -35,7 +35,7 @@ DESCRIPTION = """\
 dp-lakehouse: raw web-session events (Bronze) -> clean Delta sessions (Silver) ->
 differentially private aggregates (Gold), on Apache Spark and Delta Lake.
 
-Typical periodic job:   lakehouse run
+Typical periodic job:   lakehouse run        (and daily: lakehouse maintain)
 First look at results:  lakehouse sql "SELECT * FROM gold.sessions_per_continent"
 """
 

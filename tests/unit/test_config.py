@@ -108,9 +108,11 @@ def test_bad_config_on_the_command_line_is_one_line_and_non_zero(tmp_path):
 def test_help_explains_every_command():
     r = run_cli("--help")
     assert r.code == 0
-    for command in ("generate", "ingest", "release", "run", "reprocess", "sql", "budget", "report", "upload"):
+    for command in ("generate", "ingest", "release", "run", "reprocess", "sql", "budget", "report", "upload", "maintain"):
         assert command in r.out
     r = run_cli("sql", "--help")
     assert r.code == 0 and "--format" in r.out and "VERSION AS OF" in r.out
     r = run_cli("reprocess")
     assert r.code == 2 and "--silver-version" in r.err
+    r = run_cli("maintain", "--help")
+    assert r.code == 0 and "--retain-hours" in r.out and "VACUUM" in r.out

@@ -119,9 +119,10 @@ def release_floor(spark: SparkSession, silver: str, gold: Path, metrics: tuple[M
     """The least any user-level DP release must do. Every contribution bound is per user and
     partition, so it must at least count each user's new rows in each metric's partitions (a
     shuffle of the rows by user, an aggregation per user, metric and partition) and total the capped
-    counts per partition; and it makes one Delta commit per table it publishes (each metric's Gold
-    table and the ledger: here all at once, best case). Left out: both uniform samples (partitions
-    per user, rows per partition), noise, budget, staging, history. If this alone is over the
+    counts per partition; and it makes one Delta commit per table the contracts have it write: the
+    restricted record first (every spend is recorded before it is published), then each metric's Gold
+    table and the ledger (all at once, best case). Left out: both uniform samples (partitions per
+    user, rows per partition), noise, the budget checks, staging, history. If this alone is over the
     release target, no release meets it."""
     latest = catalog.latest_version(spark, silver)
     columns = sorted({m.group_by for m in metrics})
@@ -138,9 +139,10 @@ def release_floor(spark: SparkSession, silver: str, gold: Path, metrics: tuple[M
     def commit(i: int) -> None:
         spark.createDataFrame([(i, "key", 1.0)] * len(CONTINENTS), "release_id long, key string, value double") \
             .write.format("delta").save(join(str(gold), f"table{i}"))
-    tables = len(metrics) + 1
-    with ThreadPoolExecutor(max_workers=tables) as pool:
-        list(pool.map(commit, range(tables)))
+    commit(0)  # the restricted record
+    published = len(metrics) + 1  # each metric's Gold table and the ledger
+    with ThreadPoolExecutor(max_workers=published) as pool:
+        list(pool.map(commit, range(1, published + 1)))
 
 
 def release_vs_plain(spark: SparkSession, silver_root: str, work: str, reps: int, reference: bool) -> dict:

@@ -91,7 +91,7 @@ def test_bench_smoke_runs_every_measurement(spark, tmp_path, capsys):
     silver_rows = report["raw"]["ingest_vs_plain"]["silver_rows"]
     assert spark.read.format("delta").load(str(work / "ingest" / "floor0")).count() > silver_rows
     tables = list((work / "release" / "floor0").glob("*/_delta_log"))
-    assert len(tables) == len(Config().metrics) + 1  # each metric's Gold table and the ledger
+    assert len(tables) == len(Config().metrics) + 2  # the record, each metric's Gold table, the ledger
     # the scale task released all of a 1x and a 10x synthesized Silver
     assert report["raw"]["scale"]["10x"]["median_s"] > 0 and not (work / "scale" / "silver30000").exists()
     printed = capsys.readouterr().out

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from bench.rss import PeakRss
 from dp.release import release_dp_metrics
 from lakehouse import catalog
-from lakehouse.config import Config, MetricConfig, Period, PrivacyConfig, StorageConfig
+from lakehouse.config import Config, Engine, MetricConfig, Period, PrivacyConfig, StorageConfig
 from lakehouse.schemas import SILVER_SESSIONS as SILVER_SESSIONS_SCHEMA
 from lakehouse.silver import new_rows
 from lakehouse.storage import Locations, join
@@ -177,7 +177,7 @@ def release_vs_plain(spark: SparkSession, silver_root: str, work: str, reps: int
     if reference:
         # PipelineDP's SparkRDDBackend end to end, once: the yardstick the issue was filed against.
         with PeakRss() as ref_rss:
-            ref_config, _ = config_for(silver_root, engine="pipelinedp")
+            ref_config, _ = config_for(silver_root, engine=Engine.PIPELINEDP)
             out["reference"] = summary([first_release_timed(spark, ref_config, loc, work / "gold-ref")])
         out["reference_peak_rss_mb"] = ref_rss.peak_mb
     return out

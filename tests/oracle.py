@@ -1,6 +1,7 @@
-"""An independent reading of Bronze files, in plain Python, to check the pipeline's counts against.
+"""Independent references to check the pipeline against: Bronze files read in plain Python (the
+counts), and the analytic Gaussian's sigma (the noise; analytic_gaussian_sigma, at the end).
 
-It knows nothing of Spark or of streaming.transform: it applies the documented acceptance rules
+The reading knows nothing of Spark or of streaming.transform: it applies the documented acceptance rules
 (JSON object, fullVisitorId and visitId present, integers where integers belong, in range)
 line by line, the slow and obvious way.
 """
@@ -11,10 +12,12 @@ import gzip
 import hashlib
 import hmac
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scipy import optimize, stats
 from support import TEST_PSEUDONYM_KEY
 
 
@@ -97,3 +100,12 @@ def expected_from(files: list[Path], already: set[str] | None = None) -> Expecte
                 exp.sessions.add(key)
                 exp.continents[(json.loads(line).get("geoNetwork") or {}).get("continent") or "(not set)"] += 1
     return exp
+
+
+def analytic_gaussian_sigma(epsilon: float, delta: float, l2: float) -> float:
+    """Balle & Wang (2018), Theorem 8: the smallest sigma with
+    Phi(l2/(2 sigma) - eps sigma/l2) - e^eps Phi(-l2/(2 sigma) - eps sigma/l2) <= delta."""
+    def excess(sigma):
+        a, b = l2 / (2 * sigma), epsilon * sigma / l2
+        return stats.norm.cdf(a - b) - math.exp(epsilon) * stats.norm.cdf(-a - b) - delta
+    return optimize.brentq(excess, 1e-6 * l2, 1e4 * l2, xtol=1e-12)

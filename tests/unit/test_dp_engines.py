@@ -16,8 +16,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from oracle import analytic_gaussian_sigma
 from pyspark.sql import functions as F
-from scipy import optimize, stats
+from scipy import stats
 
 from dp import engine_pipelinedp, engine_spark
 from dp.engine_spark import accumulators_frame, bounded_contributions, collect_accumulators
@@ -79,15 +80,6 @@ def bounded_means() -> dict[str, float]:
 
 def laplace_std(epsilon: float) -> float:
     return math.sqrt(2) * L0 * LINF / epsilon
-
-
-def analytic_gaussian_sigma(epsilon: float, delta: float, l2: float) -> float:
-    """Balle & Wang (2018), Theorem 8: the smallest sigma with
-    Phi(l2/(2 sigma) - eps sigma/l2) - e^eps Phi(-l2/(2 sigma) - eps sigma/l2) <= delta."""
-    def excess(sigma):
-        a, b = l2 / (2 * sigma), epsilon * sigma / l2
-        return stats.norm.cdf(a - b) - math.exp(epsilon) * stats.norm.cdf(-a - b) - delta
-    return optimize.brentq(excess, 1e-6 * l2, 1e4 * l2, xtol=1e-12)
 
 
 def privacy(noise: str, epsilon: float = 1.0, delta: float = 1e-5) -> PrivacyConfig:

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 import pytest
-from scipy import optimize, stats
+from oracle import analytic_gaussian_sigma
+from scipy import stats
 
 from dp import continual, tree
 from dp.engine_spark import collect_accumulators
@@ -44,15 +45,6 @@ def metric(kind: MetricKind, **changes) -> MetricConfig:
 def privacy(noise: NoiseKind, epsilon: float = EPSILON) -> PrivacyConfig:
     return PrivacyConfig(epsilon_per_release=epsilon, delta_per_release=DELTA, epsilon_cap=1e9, delta_cap=0.5,
                          noise_kind=noise)
-
-
-def analytic_gaussian_sigma(epsilon: float, delta: float, l2: float) -> float:
-    """Balle & Wang (2018), Theorem 8: the smallest sigma with
-    Phi(l2/(2 sigma) - eps sigma/l2) - e^eps Phi(-l2/(2 sigma) - eps sigma/l2) <= delta."""
-    def excess(sigma):
-        a, b = l2 / (2 * sigma), epsilon * sigma / l2
-        return stats.norm.cdf(a - b) - math.exp(epsilon) * stats.norm.cdf(-a - b) - delta
-    return optimize.brentq(excess, 1e-6 * l2, 1e4 * l2, xtol=1e-12)
 
 
 def theory(noise: NoiseKind, epsilon: float, delta: float, per_partition: float, levels: int = 1) -> float:

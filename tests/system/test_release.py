@@ -4,7 +4,9 @@ Gold contents, the restricted record and its published copy, budget caps, reproc
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +69,19 @@ def scenario(spark, tmp_path_factory) -> Scenario:
     s.files_before_maintain = len(list((s.root / "silver" / "sessions").glob("*.parquet")))
     s.gold_before_maintain = snapshot(spark, s.root)
     s.steps["maintain_short"] = cli(s.conf, s.root, "maintain", "--retain-hours", "24")
-    s.steps["maintain"] = cli(s.conf, s.root, "maintain")
+    # files no version references (a crashed write's leftovers), 180 h and 250 h old
+    for hours in (180, 250):
+        orphan = s.root / "gold" / "sessions_per_continent" / f"part-orphan-{hours}h.snappy.parquet"
+        orphan.write_bytes(b"left by a crashed write")
+        os.utime(orphan, (time.time() - hours * 3600,) * 2)
+    s.steps["maintain"] = cli(s.conf, s.root, "maintain", "--retain-hours", "200")
     s.gold_after_maintain = snapshot(spark, s.root)
     s.steps["after_maintain"] = cli(s.conf, s.root, "release")
     s.steps["budget_after_maintain"] = cli(s.conf, s.root, "budget")
     return s
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_first_release_publishes_every_public_partition_with_the_configured_noise(scenario):
     r = scenario.steps["first"]
     assert r.code == 0, r.err
@@ -88,6 +96,7 @@ def test_first_release_publishes_every_public_partition_with_the_configured_nois
     assert means and all(m["noise_stddev"] is None and 0 <= m["dp_avg_duration_s"] <= 3600 for m in means)
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_budget_is_split_by_share_and_recorded_in_the_audit_and_its_copy(scenario):
     ledger = sql_json(scenario.conf, scenario.root, "SELECT * FROM gold.privacy_ledger WHERE release_id = 1")
     by_metric = {row["metric"]: row for row in ledger}
@@ -102,6 +111,7 @@ def test_budget_is_split_by_share_and_recorded_in_the_audit_and_its_copy(scenari
     assert sorted(a["metric"] for a in audit) == METRICS
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_default_output_holds_no_exact_count(scenario):
     for step in ("first", "second"):
         r = scenario.steps[step]
@@ -111,12 +121,14 @@ def test_default_output_holds_no_exact_count(scenario):
         assert "rows in" not in text and "rows ingested" not in text
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_nothing_new_releases_nothing_and_spends_nothing(scenario):
     r = scenario.steps["noop"]
     assert r.code == 0 and "nothing to release" in r.out and "no budget spent" in r.out
     assert scenario.versions_after_noop == scenario.versions_before_noop
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_second_release_reads_only_the_new_rows(scenario):
     r = scenario.steps["second"]
     assert r.code == 0, r.err
@@ -125,6 +137,7 @@ def test_second_release_reads_only_the_new_rows(scenario):
     assert audit == [{"rows_in": scenario.second_rows}]
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_reprocess_travels_back_to_a_silver_version(scenario):
     r = scenario.steps["reprocess"]
     assert r.code == 0, r.err
@@ -144,6 +157,7 @@ def test_reprocess_travels_back_to_a_silver_version(scenario):
     assert r.code == 1 and "versions 0..2" in r.error
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_budget_counts_every_release(scenario):
     r = scenario.steps["budget"]
     assert r.code == 0, r.err
@@ -151,6 +165,7 @@ def test_budget_counts_every_release(scenario):
     assert "over the lakehouse's whole life" in r.out
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_gold_time_travel_and_no_row_level_columns(spark, scenario):
     v0 = sql_json(scenario.conf, scenario.root,
                   "SELECT DISTINCT release_id FROM gold.sessions_per_continent VERSION AS OF 0")
@@ -237,6 +252,7 @@ def test_sigkill_mid_release_then_rerun_publishes_exactly_once(spark, root, conf
     assert not list((root / "silver" / "_release_staging").glob("release-*.json"))
 
 
+@pytest.mark.xdist_group("release-scenario")  # one worker builds the scenario once
 def test_maintain_compacts_and_changes_no_result_no_budget_and_no_release(scenario):
     short = scenario.steps["maintain_short"]
     assert short.code == 1 and "--retain-hours 24: at least 168" in short.error
@@ -250,6 +266,10 @@ def test_maintain_compacts_and_changes_no_result_no_budget_and_no_release(scenar
     after = scenario.steps["after_maintain"]
     assert after.code == 0 and "nothing to release: no rows added to silver.sessions" in after.out, after.out
     assert scenario.steps["budget_after_maintain"].out == scenario.steps["budget"].out
+    # VACUUM honours --retain-hours (Delta 4.4 alone would apply its 168 h and remove both)
+    orphans = scenario.root / "gold" / "sessions_per_continent"
+    assert (orphans / "part-orphan-180h.snappy.parquet").exists()
+    assert not (orphans / "part-orphan-250h.snappy.parquet").exists()
     # time travel to a version before the compaction still reads (VACUUM kept its files)
     old = sql_json(scenario.conf, scenario.root, "SELECT count(*) AS n FROM silver.sessions VERSION AS OF 1")
     assert old == [{"n": scenario.first_rows}]

@@ -15,7 +15,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
-from lakehouse import fs, schemas
+from lakehouse import fs, jvm_bridge, schemas
 from lakehouse.errors import LakehouseError
 from lakehouse.storage import Locations, join
 
@@ -110,7 +110,7 @@ def one(df: DataFrame) -> Row:
 
 
 def latest_version(spark: SparkSession, path: str) -> int:
-    return int(one(DeltaTable.forPath(spark, path).history(1).select("version"))["version"])
+    return jvm_bridge.delta_version(spark, path)
 
 
 _registered: dict[str, str] = {}  # qualified name -> path, for this process's session catalog

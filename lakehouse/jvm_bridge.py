@@ -80,6 +80,15 @@ def scan_files(spark: SparkSession, directory: str, event_name: str) -> tuple[in
     return int(events), [str(p) for p in ignored]
 
 
+def delta_version(spark: SparkSession, path: str) -> int:
+    """The table's latest version, from its Delta log's snapshot (brought up to date: a listing of
+    _delta_log past the cached version). DeltaTable.history(1) answers the same by reading commit
+    info through a Spark job: ~2.4 s in a fresh JVM, against milliseconds once the snapshot is loaded."""
+    jvm = _jvm(spark)
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    return int(log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).version())
+
+
 def free_local_checkpoint(df: DataFrame) -> None:
     """Frees a local checkpoint's blocks now rather than at the next JVM garbage collection."""
     df._jdf.queryExecution().analyzed().rdd().unpersist(False)

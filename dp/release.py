@@ -17,6 +17,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+from deltalake.exceptions import DeltaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -40,7 +41,7 @@ from lakehouse.config import Config, Engine, MetricKind, Period, PrivacyConfig
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
 from lakehouse.log import progress
-from lakehouse.readers import SparkReader
+from lakehouse.readers import Commit, SparkReader, TableReader
 from lakehouse.storage import Locations
 
 UTC = dt.UTC
@@ -127,11 +128,11 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     if not catalog.table_exists(spark, loc.silver_sessions):
         raise LakehouseError(f"silver.sessions does not exist at {loc.silver_sessions}: run `lakehouse ingest` first")
     outcome = ReleaseOutcome(recovered=staging.recover(spark, loc, lease))
-    state = dp_budget.read_state(SparkReader(spark), loc, [loc.gold_table(m.name) for m in config.metrics])
+    state, missing, tables = dp_budget.read_record(spark, loc, [loc.gold_table(m.name) for m in config.metrics])
     lease.check("repairing gold.privacy_ledger")
-    dp_budget.repair_ledger(spark, loc, state)
+    dp_budget.repair_ledger(spark, loc, state, missing)
     budgets = dp_metrics.metric_budgets(config.metrics, privacy)
-    history = silver.inserted_per_version(SparkReader(spark).history(loc.silver_sessions))
+    history = silver.inserted_per_version(_history(tables, spark, loc.silver_sessions))
     latest = max(v for v, _ in history)
     version = latest if silver_version is None else min(silver_version, latest)
     first = lambda: silver.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
@@ -170,6 +171,13 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     new_rows = staging.audit_rows_of(tables)
     outcome.status = dp_budget.status(dp_budget.AuditState(state.rows + tuple(new_rows)), config)
     return outcome
+
+
+def _history(tables: TableReader, spark: SparkSession, path: str) -> list[Commit]:
+    try:
+        return tables.history(path)
+    except (DeltaError, OSError):  # what delta-rs cannot read, Spark reads (or fails on)
+        return SparkReader(spark).history(path)
 
 
 def _describe(plan: Plan) -> str:

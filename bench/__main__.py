@@ -94,6 +94,24 @@ def run_task(task: str, params: dict, in_process: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def scale_releases(work: Path, sessions: int, reps: int, in_process: bool) -> dict:
+    """The release of all of a synthesized 1x and 10x Silver: each Silver synthesized by a process of
+    its own, each size released by another (warmed up on a small Silver first), as a scheduled job
+    would run it; each Silver removed after (10x is about a gigabyte)."""
+    end = BASE_END.isoformat()
+    warmup = str(work / "warmup")
+    run_task("synthesize", {"silver_rows": max(1, sessions // 10), "end": end, "root": warmup}, in_process)
+    out: dict = {}
+    for label, rows in (("1x", sessions), ("10x", 10 * sessions)):
+        root = str(work / f"silver{rows}")
+        run_task("synthesize", {"silver_rows": rows, "end": end, "root": root}, in_process)
+        result = run_task("scale_release", {"root": root, "warmup_root": warmup, "reps": reps}, in_process)
+        out[label], out[f"{label}_peak_rss_mb"] = result["release"], result["peak_rss_mb"]
+        shutil.rmtree(root)
+    shutil.rmtree(warmup)
+    return out
+
+
 def figures(ingest: dict, release: dict, small: dict, large: dict, cold: dict, scale: dict) -> dict:
     out = {
         "ingest_vs_plain_spark": ingest["ingest"]["median_s"] / ingest["plain"]["median_s"],
@@ -177,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         root = work / "growth" / f"silver{sessions}"  # the 1x lakehouse the growth task left
         print("== cold runs (fresh processes)", file=sys.stderr, flush=True)
         cold = cold_runs(write_conf(work / "cold.toml", root), root / "bronze", data["increments"][reps:], reps)
-    scale = run_task("scale", {"silver_rows": sessions, "end": BASE_END.isoformat(), "work": str(work / "scale"),
-                               "reps": 1 if args.smoke else _env_int("BENCH_SCALE_REPS", 1)}, args.in_process)
+    scale = scale_releases(work / "scale", sessions, 1 if args.smoke else _env_int("BENCH_SCALE_REPS", 1),
+                           args.in_process)
     figs = figures(ingest, release, growth[sessions], growth[large], cold, scale)
     print(table(figs))
     report = {

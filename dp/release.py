@@ -128,11 +128,11 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     if not catalog.table_exists(spark, loc.silver_sessions):
         raise LakehouseError(f"silver.sessions does not exist at {loc.silver_sessions}: run `lakehouse ingest` first")
     outcome = ReleaseOutcome(recovered=staging.recover(spark, loc, lease))
-    state, missing, tables = dp_budget.read_record(spark, loc, [loc.gold_table(m.name) for m in config.metrics])
+    state, missing, reader = dp_budget.read_record(spark, loc, [loc.gold_table(m.name) for m in config.metrics])
     lease.check("repairing gold.privacy_ledger")
     dp_budget.repair_ledger(spark, loc, state, missing)
     budgets = dp_metrics.metric_budgets(config.metrics, privacy)
-    history = silver.inserted_per_version(_history(tables, spark, loc.silver_sessions))
+    history = silver.inserted_per_version(_history(reader, spark, loc.silver_sessions))
     latest = max(v for v, _ in history)
     version = latest if silver_version is None else min(silver_version, latest)
     first = lambda: silver.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
@@ -173,9 +173,9 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     return outcome
 
 
-def _history(tables: TableReader, spark: SparkSession, path: str) -> list[Commit]:
+def _history(reader: TableReader, spark: SparkSession, path: str) -> list[Commit]:
     try:
-        return tables.history(path)
+        return reader.history(path)
     except (DeltaError, OSError):  # what delta-rs cannot read, Spark reads (or fails on)
         return SparkReader(spark).history(path)
 

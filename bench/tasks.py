@@ -252,7 +252,9 @@ def scale_release(spark: SparkSession, root: str, warmup_root: str, reps: int) -
     process tree while it does, after one untimed release of the small Silver at `warmup_root`
     (JIT and code generation, the same for every size)."""
     config, loc = config_for(Path(warmup_root))
-    first_release_timed(spark, config, loc, Path(warmup_root) / "gold-warmup")
+    warmup_gold = Path(warmup_root) / "gold-warmup"
+    shutil.rmtree(warmup_gold, ignore_errors=True)  # each size's warm-up is a first release too
+    first_release_timed(spark, config, loc, warmup_gold)
     config, loc = config_for(Path(root))
     with PeakRss() as rss:
         times = [first_release_timed(spark, config, loc, Path(root) / f"gold{i}") for i in range(reps)]

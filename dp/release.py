@@ -176,7 +176,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
 def _history(reader: TableReader, spark: SparkSession, path: str) -> list[Commit]:
     try:
         return reader.history(path)
-    except (DeltaError, OSError):  # what delta-rs cannot read, Spark reads (or fails on)
+    except (DeltaError, OSError, ValueError):  # what delta-rs cannot read, Spark reads (or fails on)
         return SparkReader(spark).history(path)
 
 

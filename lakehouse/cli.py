@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -272,8 +273,10 @@ def _show_gold(ctx: Context) -> None:
 def _budget_status(ctx: Context) -> BudgetStatus:
     """From the restricted record: with delta-rs for a local lakehouse (no JVM: under a second),
     through Spark for remote storage."""
+    from deltalake.exceptions import DeltaError
+
     from dp import budget, staging
-    from lakehouse import readers
+    from lakehouse import catalog, readers
 
     loc = ctx.loc
     gold = [loc.gold_table(m.name) for m in ctx.config.metrics]
@@ -282,7 +285,7 @@ def _budget_status(ctx: Context) -> BudgetStatus:
         try:
             state = budget.read_state(tables, loc, gold, staging.local_staged_audit_rows(loc))
             return budget.status(state, ctx.config, len(budget.ledger_gap(tables, loc, state)))
-        except ValueError:  # a Gold file without statistics: Spark reads the table itself
+        except (ValueError, OSError, catalog.StorageError, DeltaError):  # what delta-rs cannot read, Spark reads
             pass
     spark_tables = readers.SparkReader(ctx.spark)
     state = budget.read_state(spark_tables, loc, gold, staging.staged_audit_rows(ctx.spark, loc))
@@ -505,6 +508,11 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Every time the lakehouse keeps is UTC, and PySpark converts naive datetimes with the process's
+    # local time zone (not spark.sql.session.timeZone): west of UTC, a released_at read back through
+    # Spark would differ from delta-rs' by the offset, and the clock check would refuse for hours.
+    os.environ["TZ"] = "UTC"
+    time.tzset()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = build_parser()

@@ -95,8 +95,17 @@ class LocalReader:
         return [f.name for f in self._table(path).schema().fields]
 
     def history(self, path: str) -> list[Commit]:
+        """As Spark's history; raises ValueError where delta-rs' would not match it. (deltalake 1.6
+        skips a commit without commitInfo - a hand-written one, say, that only removes files - and
+        numbers the rest by counting down from the newest, so one gap mislabels every older commit.)"""
+        table = self._table(path)
+        commits = table.history()
+        on_disk = sorted(int(f.stem) for f in (Path(path) / "_delta_log").glob("*.json")
+                         if f.stem.isdigit() and int(f.stem) <= table.version())
+        if sorted(h["version"] for h in commits) != on_disk:
+            raise ValueError(f"{path}: delta-rs lists {len(commits)} commits, the log holds {len(on_disk)}")
         return [commit_of(h["version"], h.get("operation"), h.get("operationParameters"), h.get("operationMetrics"))
-                for h in self._table(path).history()]
+                for h in commits]
 
     def properties(self, path: str) -> dict[str, str]:
         return dict(self._table(path).metadata().configuration)

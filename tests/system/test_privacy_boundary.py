@@ -273,6 +273,26 @@ def test_a_rewritten_restricted_record_is_refused(spark, root, tmp_path):
         assert r.code == 1 and "silver.release_audit" in r.error and "changed other than by appending" in r.error
 
 
+def test_a_commit_without_commit_info_that_removes_a_spend_is_refused(root, tmp_path):
+    """A commit written into silver.release_audit by hand, removing release 1's rows and carrying no
+    commitInfo (Delta's writer, which enforces append-only, never saw it); release 2 stays, so Gold
+    holds no release the record lacks. Only the history shows the change: every reader must see it
+    (delta-rs alone skips such a commit)."""
+    conf = write_conf(tmp_path / "none.toml")
+    for seed, start in ((81, "2026-10-01"), (82, "2026-10-15")):
+        assert cli(conf, root, "generate", "--sessions", "300", "--seed", str(seed), "--start", start).code == 0
+        assert cli(conf, root, "run").code == 0
+    log = root / "silver" / "release_audit" / "_delta_log"
+    commits = sorted(log.glob("*.json"))
+    first_spend = next(json.loads(line)["add"] for c in commits for line in c.read_text().splitlines()
+                       if "add" in json.loads(line))
+    removal = {"remove": {"path": first_spend["path"], "deletionTimestamp": 1, "dataChange": True}}
+    (log / f"{len(commits):020d}.json").write_text(json.dumps(removal) + "\n")
+    for args in (["budget"], ["release"]):
+        r = cli(conf, root, *args)
+        assert r.code == 1 and "silver.release_audit" in r.error and "changed other than by appending" in r.error
+
+
 def test_an_emptied_record_beside_gold_is_refused(spark, root, tmp_path):
     """The record replaced by an empty one and the ledger deleted: Gold's metric tables still hold
     release 1, so the spend is known to be lost - not zero."""

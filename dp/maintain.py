@@ -45,6 +45,19 @@ def _oldest_unreleased_is_kept(spark: SparkSession, loc: Locations, config: Conf
     return max(old, default=-1) <= state.last_version  # versions that added no row leave no file to read
 
 
+RETENTION = "delta.deletedFileRetentionDuration"
+
+
+def _set_retention(spark: SparkSession, path: str, hours: int) -> None:
+    """The table's own retention, which Delta 4.4 goes by twice: VACUUM ignores a RETAIN argument
+    other than 0 and keeps this instead, and time travel past it is refused (so `reprocess
+    --silver-version` reaches as far back as `--retain-hours`). One commit, when it changes."""
+    value = f"interval {hours} hours"
+    if catalog.table_properties(spark, path).get(RETENTION) != value:
+        quoted = path.replace("`", "``")
+        spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{RETENTION}' = '{value}')")
+
+
 def maintain(spark: SparkSession, config: Config, loc: Locations, retain_hours: int, lease: RunLease,
              now: dt.datetime | None = None) -> list[str]:
     """Compacts and vacuums the lakehouse's tables; one line per table of what it did."""
@@ -66,9 +79,10 @@ def maintain(spark: SparkSession, config: Config, loc: Locations, retain_hours: 
         before = _files(spark, path)
         table = DeltaTable.forPath(spark, path)
         table.optimize().executeCompaction()
+        _set_retention(spark, path, retain_hours)
         vacuumed = name != "silver.sessions" or vacuum_sessions
         if vacuumed:
-            table.vacuum(retain_hours)
+            table.vacuum()  # keeps what the table's retention (just set) keeps
         note = (f"files older than {retain_hours} h that no version younger needs removed" if vacuumed else
                 "not vacuumed: versions older than the retention are not released yet")
         lines.append(f"{name}: {before} -> {_files(spark, path)} files; {note}")

@@ -52,10 +52,6 @@ def session_conf(config: Config) -> dict[str, str]:
         # table with - thousands of empty tasks for a few folders (measured: `maintain` of a 1M-row
         # lakehouse 254 s -> 74 s with 8; Spark's own listings only go parallel past 32 paths).
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(sp.shuffle_partitions),
-        # Delta 4.4 ignores VACUUM's RETAIN argument unless it is 0 (the table's
-        # delta.deletedFileRetentionDuration, 7 days, applies instead): `maintain --retain-hours 720`
-        # would still remove what a 30-day `reprocess` reads. The argument is honoured with this off.
-        "spark.databricks.delta.vacuum.retentionWindowIgnore.enabled": "false",
         # The ingest MERGE's source is a micro-batch we checkpoint ourselves and is deterministic, so
         # Delta's own copy of it ("auto") is pure overhead (measured: 40 s vs 23 s on 1M rows).
         "spark.databricks.delta.merge.materializeSource": "none",

@@ -3,6 +3,7 @@ Gold contents, the restricted record and its published copy, budget caps, reproc
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import re
@@ -180,6 +181,27 @@ def test_gold_time_travel_and_no_row_level_columns(spark, scenario):
     gold = scenario.root / "gold"
     assert spark.read.format("delta").load(str(gold / "sessions_per_continent")).count() == 3 * len(CONTINENTS)
     assert spark.read.format("delta").load(str(gold / "avg_session_duration_per_device")).count() == 3 * 4
+
+
+def test_a_host_west_of_utc_records_release_times_in_utc(root, conf, monkeypatch):
+    """PySpark converts naive datetimes with the process's time zone: on a New York host the first
+    release's time was stored 5 h late, and the next run - read back through delta-rs, which keeps
+    UTC - refused as going back in time."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert cli(conf, root, "generate", "--sessions", "300", "--seed", "31").code == 0
+        assert cli(conf, root, "run").code == 0
+        os.environ["TZ"] = "America/New_York"  # as a fresh process on that host would start
+        time.tzset()
+        r = cli(conf, root, "release")
+        assert r.code == 0 and "nothing to release" in r.out, r.err
+        released = sql_json(conf, root, "SELECT CAST(released_at AS STRING) AS t FROM gold.privacy_ledger")
+        stored = dt.datetime.fromisoformat(released[0]["t"]).replace(tzinfo=dt.UTC)
+        assert abs(stored - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=10)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.mark.parametrize("caps, limit", [((1.5, 1e-5), "epsilon_cap"), ((10.0, 1.5e-6), "delta_cap")])

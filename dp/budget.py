@@ -108,23 +108,36 @@ def ledger_gap(tables: TableReader, loc: Locations, state: AuditState) -> list[t
     return list((expected - actual).elements())
 
 
-def read_record(spark: SparkSession, loc: Locations, gold_tables: list[str]
-                ) -> tuple[AuditState, list[tuple], TableReader]:
-    """read_state and ledger_gap, and the reader that answered them (for more reads of the same
-    tables). A local lakehouse is read with delta-rs: no Spark job, where Spark's reads of these
-    small tables and the max(release_id) of each Gold table cost ~7 s in a fresh JVM (measured).
-    What delta-rs cannot answer (a file without statistics, a log it cannot read) is read through
-    Spark, which reads it or fails closed; a check that fails, fails on either reader."""
-    if local(loc.silver, loc.gold):
-        tables: TableReader = LocalReader()
-        try:
-            state = read_state(tables, loc, gold_tables)
-            return state, ledger_gap(tables, loc, state), tables
-        except (catalog.StorageError, DeltaError, ValueError, OSError):
-            pass
-    tables = SparkReader(spark)
+# What delta-rs cannot answer (a file without statistics: ValueError), whose reads Spark then makes:
+# it reads them, or fails closed. Integrity errors (LakehouseError) are never among them.
+LOCAL_READ_ERRORS = (catalog.StorageError, DeltaError, ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a release reads before it plans: the restricted record, what the ledger lacks of it,
+    and silver.sessions' commits."""
+
+    state: AuditState
+    ledger_gap: list[tuple]
+    silver_history: list[Commit]
+
+
+def read_record_with(tables: TableReader, loc: Locations, gold_tables: list[str]) -> Record:
     state = read_state(tables, loc, gold_tables)
-    return state, ledger_gap(tables, loc, state), tables
+    return Record(state, ledger_gap(tables, loc, state), tables.history(loc.silver_sessions))
+
+
+def read_record(spark: SparkSession, loc: Locations, gold_tables: list[str]) -> Record:
+    """read_record_with delta-rs for a local lakehouse - no Spark job, where Spark's reads of these
+    small tables and the max(release_id) of each Gold table cost ~7 s in a fresh JVM (measured) -
+    else, or for what delta-rs cannot answer, with Spark; a check that fails, fails on either."""
+    if local(loc.silver, loc.gold):
+        try:
+            return read_record_with(LocalReader(), loc, gold_tables)
+        except LOCAL_READ_ERRORS:
+            pass
+    return read_record_with(SparkReader(spark), loc, gold_tables)
 
 
 def repair_ledger(spark: SparkSession, loc: Locations, state: AuditState, missing: list[tuple]) -> None:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from deltalake.exceptions import DeltaError
-
 from dp import budget as dp_budget
 from dp import metrics as dp_metrics
 from dp import staging
 from dp.plan import plan_release
 from dp.release import ReleaseOutcome, metric_shares, release_time
-from lakehouse import catalog, silver
 from lakehouse import periods as P
+from lakehouse import silver
 from lakehouse.config import Config
 from lakehouse.readers import LocalReader, local
 from lakehouse.storage import Locations
@@ -38,12 +36,12 @@ def idle_release(config: Config, loc: Locations, now: dt.datetime | None = None)
         return None
     dp_metrics.validate(config.metrics, privacy)
     try:
-        state = dp_budget.read_state(tables, loc, [loc.gold_table(m.name) for m in config.metrics])
-        if dp_budget.ledger_gap(tables, loc, state):
-            return None  # republished by the Spark path
-        history = silver.inserted_per_version(tables.history(loc.silver_sessions))
-    except (catalog.StorageError, DeltaError, ValueError, OSError):
+        record = dp_budget.read_record_with(tables, loc, [loc.gold_table(m.name) for m in config.metrics])
+    except dp_budget.LOCAL_READ_ERRORS:
         return None  # what delta-rs cannot read (or a file without statistics), Spark reads - or fails closed on
+    if record.ledger_gap:
+        return None  # republished by the Spark path
+    state, history = record.state, silver.inserted_per_version(record.silver_history)
     shares = metric_shares(dp_metrics.metric_budgets(config.metrics, privacy), privacy)
     def first_period() -> dt.date | None:  # from the files' statistics, as Spark answers min() too
         try:

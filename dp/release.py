@@ -17,7 +17,6 @@ import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from deltalake.exceptions import DeltaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -41,7 +40,6 @@ from lakehouse.config import Config, Engine, MetricKind, Period, PrivacyConfig
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
 from lakehouse.log import progress
-from lakehouse.readers import Commit, SparkReader, TableReader
 from lakehouse.storage import Locations
 
 UTC = dt.UTC
@@ -128,11 +126,12 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     if not catalog.table_exists(spark, loc.silver_sessions):
         raise LakehouseError(f"silver.sessions does not exist at {loc.silver_sessions}: run `lakehouse ingest` first")
     outcome = ReleaseOutcome(recovered=staging.recover(spark, loc, lease))
-    state, missing, reader = dp_budget.read_record(spark, loc, [loc.gold_table(m.name) for m in config.metrics])
+    record = dp_budget.read_record(spark, loc, [loc.gold_table(m.name) for m in config.metrics])
+    state = record.state
     lease.check("repairing gold.privacy_ledger")
-    dp_budget.repair_ledger(spark, loc, state, missing)
+    dp_budget.repair_ledger(spark, loc, state, record.ledger_gap)
     budgets = dp_metrics.metric_budgets(config.metrics, privacy)
-    history = silver.inserted_per_version(_history(reader, spark, loc.silver_sessions))
+    history = silver.inserted_per_version(record.silver_history)
     latest = max(v for v, _ in history)
     version = latest if silver_version is None else min(silver_version, latest)
     first = lambda: silver.first_period(spark, loc.silver_sessions, version, privacy.period)  # noqa: E731
@@ -171,13 +170,6 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     new_rows = staging.audit_rows_of(tables)
     outcome.status = dp_budget.status(dp_budget.AuditState(state.rows + tuple(new_rows)), config)
     return outcome
-
-
-def _history(reader: TableReader, spark: SparkSession, path: str) -> list[Commit]:
-    try:
-        return reader.history(path)
-    except (DeltaError, OSError, ValueError):  # what delta-rs cannot read, Spark reads (or fails on)
-        return SparkReader(spark).history(path)
 
 
 def _describe(plan: Plan) -> str:

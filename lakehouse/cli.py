@@ -273,10 +273,8 @@ def _show_gold(ctx: Context) -> None:
 def _budget_status(ctx: Context) -> BudgetStatus:
     """From the restricted record: with delta-rs for a local lakehouse (no JVM: under a second),
     through Spark for remote storage."""
-    from deltalake.exceptions import DeltaError
-
     from dp import budget, staging
-    from lakehouse import catalog, readers
+    from lakehouse import readers
 
     loc = ctx.loc
     gold = [loc.gold_table(m.name) for m in ctx.config.metrics]
@@ -285,7 +283,7 @@ def _budget_status(ctx: Context) -> BudgetStatus:
         try:
             state = budget.read_state(tables, loc, gold, staging.local_staged_audit_rows(loc))
             return budget.status(state, ctx.config, len(budget.ledger_gap(tables, loc, state)))
-        except (ValueError, OSError, catalog.StorageError, DeltaError):  # what delta-rs cannot read, Spark reads
+        except budget.LOCAL_READ_ERRORS:  # what delta-rs cannot read, Spark reads
             pass
     spark_tables = readers.SparkReader(ctx.spark)
     state = budget.read_state(spark_tables, loc, gold, staging.staged_audit_rows(ctx.spark, loc))

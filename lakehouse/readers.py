@@ -99,9 +99,9 @@ class LocalReader:
         skips a commit without commitInfo - a hand-written one, say, that only removes files - and
         numbers the rest by counting down from the newest, so one gap mislabels every older commit.)"""
         table = self._table(path)
-        commits = table.history()
+        commits, latest = table.history(), table.version()
         on_disk = sorted(int(f.stem) for f in (Path(path) / "_delta_log").glob("*.json")
-                         if f.stem.isdigit() and int(f.stem) <= table.version())
+                         if f.stem.isdigit() and int(f.stem) <= latest)
         if sorted(h["version"] for h in commits) != on_disk:
             raise ValueError(f"{path}: delta-rs lists {len(commits)} commits, the log holds {len(on_disk)}")
         return [commit_of(h["version"], h.get("operation"), h.get("operationParameters"), h.get("operationMetrics"))

@@ -6,6 +6,7 @@ table of ratios against their targets and writes bench/results/latest.json.
 
     BENCH_SESSIONS=1000000 BENCH_LARGE_SESSIONS=5000000 BENCH_INCREMENT=10000 BENCH_REPS=3
     BENCH_REFERENCE=1   also time PipelineDP's SparkRDDBackend engine once (about a minute)
+    BENCH_HOURLY_DAYS=60   days of hourly runs simulated (bench.hourly; about 50 s a day)
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench.cold import cold_runs, write_conf
+from bench.cold import cold_runs, hourly_cold_runs, write_conf
 from lakehouse.generate import generate
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_END = dt.date(2016, 8, 1)  # the base data ends here; increments follow it
+HOURLY_SESSIONS = 120  # an hour's sessions at the bench's 1M a year
 TARGETS = {  # figure -> (limit, what it means)
     "cold_run_idle_vs_spark_start": (1.3, "fresh-process `lakehouse run`, nothing new / fresh-process Spark start"),
     "cold_run_increment_vs_spark_start": (2.0, "fresh-process `run` with one increment onto 1x Silver / Spark start"),
@@ -112,7 +114,34 @@ def scale_releases(work: Path, sessions: int, reps: int, in_process: bool) -> di
     return out
 
 
-def figures(ingest: dict, release: dict, small: dict, large: dict, cold: dict, scale: dict) -> dict:
+def hourly_runs(work: Path, data: Path, days: int, runs_per_day: int, reps: int, in_process: bool) -> dict:
+    """Day 1 and day `days` of hourly runs up to yesterday (UTC), each lakehouse simulated by a
+    process of its own (bench.hourly), then `reps` cold runs on each with one more hour's file."""
+    if days < 2:
+        raise SystemExit(f"BENCH_HOURLY_DAYS={days}: at least 2 (day 1 is the baseline)")
+    yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date()
+    out: dict = {}
+    for label, n in (("day_1", 1), (f"day_{days}", days)):
+        out[label] = run_task("simulate_hourly", {
+            "root": str(work / f"day{n}"), "days": n, "runs_per_day": runs_per_day,
+            "sessions_per_run": HOURLY_SESSIONS, "last_day": yesterday.isoformat()}, in_process)
+    if in_process:  # the smoke test: the simulation only (cold runs need fresh processes)
+        return out
+    increments = []
+    for i in range(reps):  # an hour's sessions of today, the open period, as each further run brings
+        folder = data / f"hourly-{yesterday}-{i}"
+        shutil.rmtree(folder, ignore_errors=True)
+        generate(folder, sessions=HOURLY_SESSIONS, seed=1000 + i, start=yesterday + dt.timedelta(days=1), days=1)
+        increments.append(str(next(folder.glob("*.jsonl"))))
+    print("== cold hourly runs (fresh processes)", file=sys.stderr, flush=True)
+    out["cold"] = hourly_cold_runs({label: Path(out[label]["root"]) for label in ("day_1", f"day_{days}")},
+                                   increments, reps)
+    return out
+
+
+def figures(ingest_vs_plain: dict, release_vs_plain: dict, growth: dict, cold: dict, scale: dict) -> dict:
+    ingest, release = ingest_vs_plain, release_vs_plain
+    small, large = (growth[rows] for rows in sorted(growth))
     out = {
         "ingest_vs_plain_spark": ingest["ingest"]["median_s"] / ingest["plain"]["median_s"],
         "ingest_floor_vs_plain_spark": ingest["floor"]["median_s"] / ingest["plain"]["median_s"],
@@ -149,6 +178,14 @@ def figures(ingest: dict, release: dict, small: dict, large: dict, cold: dict, s
     return {k: round(v, 3) for k, v in out.items()}
 
 
+def hourly_figures(hourly: dict) -> dict:
+    if "cold" not in hourly:
+        return {}
+    first, last = (hourly["cold"][label]["median_s"] for label in hourly["cold"])
+    return {"run_after_1440_runs_vs_first": round(last / first, 3), "hourly_run_day_1_s": round(first, 3),
+            f"hourly_run_{list(hourly['cold'])[1]}_s": round(last, 3)}
+
+
 def table(figs: dict) -> str:
     lines = [f"{'figure':34} {'value':>10} {'target':>10}  verdict  meaning", "-" * 110]
     for name, (limit, meaning) in TARGETS.items():
@@ -158,28 +195,16 @@ def table(figs: dict) -> str:
         target = f"<= {limit:g}" if limit is not None else ""
         lines.append(f"{name:34} {shown:>10} {target:>10}  {verdict:7}  {meaning}")
     for name, meaning in FLOORS.items():
-        lines.append(f"{name:34} {figs[name]:>10.3f} {'':>10}  {'':7}  {meaning}")
+        if name in figs:
+            lines.append(f"{name:34} {figs[name]:>10.3f} {'':>10}  {'':7}  {meaning}")
     lines.append("seconds: " + ", ".join(f"{k} {v:g}" for k, v in figs.items() if k.endswith("_s")))
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks the bench runs")
-    parser.add_argument("--in-process", action="store_true", help="run the tasks in this process's Spark session")
-    parser.add_argument("--data", type=Path, default=REPO / "bench" / "data")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
-    args = parser.parse_args(argv)
-    sessions = 3_000 if args.smoke else _env_int("BENCH_SESSIONS", 1_000_000)
-    large = 5 * sessions if args.smoke else _env_int("BENCH_LARGE_SESSIONS", 5 * sessions)
-    increment = 300 if args.smoke else _env_int("BENCH_INCREMENT", 10_000)
-    reps = 1 if args.smoke else _env_int("BENCH_REPS", 3)
-    reference = not args.smoke and os.environ.get("BENCH_REFERENCE", "1") == "1"
-
-    started = time.perf_counter()
+def measure(args: argparse.Namespace, work: Path, sessions: int, large: int, increment: int, reps: int,
+            reference: bool) -> dict:
+    """Every task but the hourly simulation, in order; the raw results by name."""
     data = prepare_data(args.data, sessions, increment, 2 * reps)  # half for the growth task, half for cold runs
-    work = args.data / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ingest = run_task("ingest_vs_plain", {"bronze": data["base"], "warmup_bronze": data["warmup_dir"],
@@ -197,15 +222,43 @@ def main(argv: list[str] | None = None) -> int:
         cold = cold_runs(write_conf(work / "cold.toml", root), root / "bronze", data["increments"][reps:], reps)
     scale = scale_releases(work / "scale", sessions, 1 if args.smoke else _env_int("BENCH_SCALE_REPS", 1),
                            args.in_process)
-    figs = figures(ingest, release, growth[sessions], growth[large], cold, scale)
+    return {"ingest_vs_plain": ingest, "release_vs_plain": release, "growth": growth, "cold": cold, "scale": scale}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks the bench runs")
+    parser.add_argument("--in-process", action="store_true", help="run the tasks in this process's Spark session")
+    parser.add_argument("--only", choices=["hourly"],
+                        help="hourly: only the simulation of months of hourly runs and its cold runs (~1 h)")
+    parser.add_argument("--data", type=Path, default=REPO / "bench" / "data")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    sessions = 3_000 if args.smoke else _env_int("BENCH_SESSIONS", 1_000_000)
+    large = 5 * sessions if args.smoke else _env_int("BENCH_LARGE_SESSIONS", 5 * sessions)
+    increment = 300 if args.smoke else _env_int("BENCH_INCREMENT", 10_000)
+    reps = 1 if args.smoke else _env_int("BENCH_REPS", 3)
+    reference = not args.smoke and os.environ.get("BENCH_REFERENCE", "1") == "1"
+
+    started = time.perf_counter()
+    work = args.data / "work"
+    hourly_days = 2 if args.smoke else _env_int("BENCH_HOURLY_DAYS", 60)
+    if args.only == "hourly":
+        shutil.rmtree(work / "hourly", ignore_errors=True)
+        parts: dict = {}
+        figs = hourly_figures(hourly := hourly_runs(work / "hourly", args.data, hourly_days, 24, reps, args.in_process))
+    else:
+        parts = measure(args, work, sessions, large, increment, reps, reference)
+        hourly = hourly_runs(work / "hourly", args.data, hourly_days, 2 if args.smoke else 24, reps, args.in_process)
+        figs = {**figures(**parts), **hourly_figures(hourly)}
     print(table(figs))
     report = {
         "figures": figs,
         "targets": {k: v[0] for k, v in TARGETS.items()},
         "floors": FLOORS,
         "params": {"sessions": sessions, "large_sessions": large, "increment": increment, "reps": reps},
-        "raw": {"ingest_vs_plain": ingest, "release_vs_plain": release, "growth": growth, "cold": cold,
-                "scale": scale},
+        "raw": {**parts, "hourly": hourly},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "wall_s": round(time.perf_counter() - started, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

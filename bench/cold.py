@@ -31,10 +31,21 @@ def _timed(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     return elapsed, proc.stdout
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "LAKEHOUSE_PSEUDONYM_KEY": os.environ.get("LAKEHOUSE_PSEUDONYM_KEY", "bench-only-key")}
+
+
+def _lakehouse(conf: Path) -> list[str]:
+    return [sys.executable, "-m", "lakehouse.cli", "--conf", str(conf)]
+
+
+def _summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "runs_s": [round(t, 3) for t in times]}
+
+
 def cold_runs(conf: Path, bronze: Path, increments: list[str], reps: int) -> dict:
     """Medians of `reps` fresh processes each: Spark start, an idle run, a run with one increment."""
-    env = {**os.environ, "LAKEHOUSE_PSEUDONYM_KEY": os.environ.get("LAKEHOUSE_PSEUDONYM_KEY", "bench-only-key")}
-    lakehouse = [sys.executable, "-m", "lakehouse.cli", "--conf", str(conf)]
+    env, lakehouse = _env(), _lakehouse(conf)
     start, idle, increment = [], [], []
     _timed([*lakehouse, "run"], env)  # whatever the lakehouse holds unreleased: not a figure
     for i in range(reps):
@@ -46,8 +57,28 @@ def cold_runs(conf: Path, bronze: Path, increments: list[str], reps: int) -> dic
         seconds, out = _timed([*lakehouse, "run"], env)
         assert "the stream was not started" not in out and "release " in out, out
         increment.append(seconds)
-    summary = lambda times: {"median_s": statistics.median(times), "runs_s": [round(t, 3) for t in times]}  # noqa: E731
-    return {"spark_start": summary(start), "idle_run": summary(idle), "increment_run": summary(increment)}
+    return {"spark_start": _summary(start), "idle_run": _summary(idle), "increment_run": _summary(increment)}
+
+
+def hourly_cold_runs(roots: dict[str, Path], increments: list[str], reps: int) -> dict:
+    """Medians of `reps` fresh-process runs on each lakehouse (label -> root), each run with one
+    more hour's file, the lakehouses taking turns so that drift in the machine hits both alike."""
+    env, times = _env(), {label: [] for label in roots}
+    for i in range(reps):
+        for label, root in roots.items():
+            shutil.copy(increments[i], root / "bronze" / f"cold-{i}-{Path(increments[i]).name}")
+            seconds, out = _timed([*_lakehouse(hourly_conf(root)), "run"], env)
+            assert "the stream was not started" not in out, out
+            times[label].append(seconds)
+    return {label: _summary(t) for label, t in times.items()}
+
+
+def hourly_conf(root: Path) -> Path:
+    """A simulated hourly lakehouse's config: the embedded defaults (period "day", each day
+    released once when it closes) on its own root."""
+    path = root.parent / f"{root.name}.toml"
+    path.write_text(f'[storage]\nroot = "{root}"\n')
+    return path
 
 
 def spark_start(conf: str) -> None:

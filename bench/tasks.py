@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from bench.hourly import simulate_hourly
 from bench.rss import PeakRss
 from dp.release import release_dp_metrics
 from lakehouse import catalog
@@ -262,4 +263,4 @@ def scale_release(spark: SparkSession, root: str, warmup_root: str, reps: int) -
 
 
 TASKS = {"ingest_vs_plain": ingest_vs_plain, "release_vs_plain": release_vs_plain, "growth": growth,
-         "synthesize": synthesize, "scale_release": scale_release}
+         "synthesize": synthesize, "scale_release": scale_release, "simulate_hourly": simulate_hourly}

@@ -77,7 +77,7 @@ def scan_files(spark: SparkSession, directory: str, event_name: str) -> tuple[in
     """(how many visible files under `directory` match the regex `event_name`, the others' paths)."""
     events, ignored = _jvm(spark).dplakehouse.BronzeFile.scan(
         spark.sparkContext._jsc.hadoopConfiguration(), directory, event_name)
-    return int(events), [str(p) for p in ignored]
+    return int(events), sorted(str(p) for p in ignored)
 
 
 def delta_version(spark: SparkSession, path: str) -> int:

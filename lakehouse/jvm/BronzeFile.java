@@ -2,15 +2,17 @@ package dplakehouse;
 
 import java.io.ByteArrayOutputStream;
 import java.io.InputStream;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Deque;
 import java.util.List;
+import java.util.Map;
 import java.util.regex.Pattern;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
-import org.apache.hadoop.fs.LocatedFileStatus;
 import org.apache.hadoop.fs.Path;
-import org.apache.hadoop.fs.RemoteIterator;
 import org.apache.hadoop.io.compress.CompressionCodec;
 import org.apache.hadoop.io.compress.CompressionCodecFactory;
 
@@ -55,6 +57,11 @@ public final class BronzeFile {
    * Lists the visible files under {@code dir} (recursively; like Spark's file index, a name starting
    * with "." or "_" hides itself and everything under it): {number of event files (names matching
    * {@code eventName}), the other files' paths relative to {@code dir} - the files the stream ignores}.
+   *
+   * <p>Walks with listStatus, not listFiles(dir, true): the LocatedFileStatus that listFiles builds
+   * copies each file's owner and permissions, which Hadoop's local file system reads by starting a
+   * process per file (measured: 4.4 s for 1,444 Bronze files, 0.1 s for 28; the listing alone is
+   * milliseconds). Spark's own file index avoids those fields for the same reason.
    */
   public static Object[] scan(Configuration conf, String dir, String eventName) throws Exception {
     Path root = new Path(dir);
@@ -65,20 +72,24 @@ public final class BronzeFile {
     if (!fs.exists(root)) {
       return new Object[] {0, new String[0]};
     }
-    String prefix = fs.makeQualified(root).toString().replaceAll("/+$", "") + "/";
-    RemoteIterator<LocatedFileStatus> files = fs.listFiles(root, true);
-    while (files.hasNext()) {
-      String path = files.next().getPath().toString();
-      String relative = path.startsWith(prefix) ? path.substring(prefix.length()) : path;
-      boolean hidden = false;
-      for (String part : relative.split("/")) {
-        hidden |= part.startsWith(".") || part.startsWith("_");
-      }
-      String name = relative.substring(relative.lastIndexOf('/') + 1);
-      if (!hidden && event.matcher(name).matches()) {
-        events++;
-      } else if (!hidden) {
-        ignored.add(relative);
+    // (folder, its path relative to dir with a trailing "/", "" for dir itself)
+    Deque<Map.Entry<Path, String>> folders = new ArrayDeque<>();
+    folders.push(Map.entry(root, ""));
+    while (!folders.isEmpty()) {
+      Map.Entry<Path, String> folder = folders.pop();
+      for (FileStatus status : fs.listStatus(folder.getKey())) {
+        String name = status.getPath().getName();
+        if (name.startsWith(".") || name.startsWith("_")) {
+          continue;
+        }
+        String relative = folder.getValue() + name;
+        if (status.isDirectory()) {
+          folders.push(Map.entry(status.getPath(), relative + "/"));
+        } else if (event.matcher(name).matches()) {
+          events++;
+        } else {
+          ignored.add(relative);
+        }
       }
     }
     return new Object[] {events, ignored.toArray(new String[0])};

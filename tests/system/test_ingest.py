@@ -16,6 +16,9 @@ import pytest
 from oracle import expected_from, pseudonym
 from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, run_cli, session, sigkill_group
 
+from lakehouse import jvm_bridge
+from streaming.bronze_files import BRONZE_NAME, local_scan
+
 
 def summary(out: str) -> dict[str, int]:
     """The counts `ingest --counts` prints (restricted: exact numbers)."""
@@ -111,6 +114,19 @@ def test_gzip_empty_files_duplicates_across_files_and_other_names(spark, root):
         pseudonym(m) for m in ("1/100", "2/200", "3/300"))
     reasons = sorted(r[0] for r in silver_rows(spark, root, "quarantine").select("reason").collect())
     assert reasons == ["missing_field: fullVisitorId", "not_json: the line is not a JSON object"]
+
+
+def test_bronze_scan_counts_event_files_and_names_the_others(spark, tmp_path):
+    """The ingest's count of Bronze files (a JVM walk, any Hadoop file system) agrees with the idle
+    check's local listing: subfolders walked, hidden names (. or _) skipped with all they hold."""
+    bronze = tmp_path / "bronze"
+    for name in ("a.jsonl", "2017/01/b.json.gz", "2017/01/c.ndjson", "2017/notes.txt", "README.md",
+                 "_tmp/d.jsonl", ".staging/e.jsonl", "2017/.f.jsonl", "2017/_g.json", "2017/01/.h/i.jsonl"):
+        _write(bronze / name, [])
+    assert jvm_bridge.scan_files(spark, str(bronze), BRONZE_NAME) == (3, ["2017/notes.txt", "README.md"])
+    events, ignored = local_scan(str(bronze))
+    assert (len(events), ignored) == (3, ["README.md", "2017/notes.txt"])
+    assert jvm_bridge.scan_files(spark, str(tmp_path / "missing"), BRONZE_NAME) == (0, [])
 
 
 def test_sql_formats(spark, root):

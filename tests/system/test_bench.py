@@ -23,11 +23,10 @@ def test_figures_are_ratios_of_medians():
     def run(median):
         return {"median_s": median}
     figs = bench.figures(
-        ingest={"ingest": run(30.0), "plain": run(10.0), "floor": run(16.0), "ingest_peak_rss_mb": 900.0},
-        release={"release": run(12.0), "plain": run(3.0), "floor": run(6.0), "release_peak_rss_mb": 1200.0,
-                 "reference": run(100.0), "reference_peak_rss_mb": 2100.0},
-        small={"ingest": run(2.0), "release": run(1.0)},
-        large={"ingest": run(2.4), "release": run(1.5)},
+        ingest_vs_plain={"ingest": run(30.0), "plain": run(10.0), "floor": run(16.0), "ingest_peak_rss_mb": 900.0},
+        release_vs_plain={"release": run(12.0), "plain": run(3.0), "floor": run(6.0), "release_peak_rss_mb": 1200.0,
+                          "reference": run(100.0), "reference_peak_rss_mb": 2100.0},
+        growth={15_000: {"ingest": run(2.4), "release": run(1.5)}, 3_000: {"ingest": run(2.0), "release": run(1.0)}},
         cold={"spark_start": run(6.0), "idle_run": run(1.5), "increment_run": run(18.0)},
         scale={"1x": run(4.0), "10x": run(44.0), "10x_peak_rss_mb": 1900.0})
     assert figs["ingest_vs_plain_spark"] == 3.0
@@ -50,6 +49,11 @@ def test_figures_are_ratios_of_medians():
         "ingest_growth_5x": "ok", "release_growth_5x": "MISSED",
         "run_after_1440_runs_vs_first": "run",  # "not run": never measured, never "ok"
     }
+    hourly = bench.hourly_figures({"day_1": {}, "day_60": {},
+                                   "cold": {"day_1": run(20.0), "day_60": run(27.0)}})
+    assert hourly == {"run_after_1440_runs_vs_first": 1.35, "hourly_run_day_1_s": 20.0, "hourly_run_day_60_s": 27.0}
+    assert "MISSED" in next(line for line in bench.table(hourly).splitlines() if "1440" in line)
+    assert bench.hourly_figures({"day_1": {}, "day_60": {}}) == {}  # simulated in-process: no cold runs
 
 
 def test_tree_rss_counts_this_process():
@@ -94,5 +98,11 @@ def test_bench_smoke_runs_every_measurement(spark, tmp_path, capsys):
     assert len(tables) == len(Config().metrics) + 2  # the record, each metric's Gold table, the ledger
     # the scale task released all of a 1x and a 10x synthesized Silver
     assert report["raw"]["scale"]["10x"]["median_s"] > 0 and not (work / "scale" / "silver30000").exists()
+    # the hourly simulation ran the pipeline: a Silver commit per run, a release per closed day
+    hourly = report["raw"]["hourly"]
+    assert hourly["day_1"]["runs"] == 2 and hourly["day_2"]["runs"] == 4
+    assert hourly["day_2"]["silver_version"] >= 4 and hourly["day_2"]["silver_data_files"] >= 4
+    released = spark.read.format("delta").load(str(work / "hourly" / "day2" / "gold" / "sessions_per_continent"))
+    assert released.select("period_start").distinct().count() == hourly["day_2"]["releases"] >= 1
     printed = capsys.readouterr().out
     assert all(key in printed for key in REQUIRED[:5])

@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["hourly"],
                         help="hourly: only the simulation of months of hourly runs and its cold runs (~1 h)")
     parser.add_argument("--data", type=Path, default=REPO / "bench" / "data")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    parser.add_argument("--out", type=Path, help="default bench/results/latest.json (with --only: <part>.json)")
     args = parser.parse_args(argv)
+    args.out = args.out or REPO / "bench" / "results" / f"{args.only or 'latest'}.json"
     sessions = 3_000 if args.smoke else _env_int("BENCH_SESSIONS", 1_000_000)
     large = 5 * sessions if args.smoke else _env_int("BENCH_LARGE_SESSIONS", 5 * sessions)
     increment = 300 if args.smoke else _env_int("BENCH_INCREMENT", 10_000)

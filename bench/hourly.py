@@ -6,6 +6,9 @@ Each simulated hour is one micro-batch of the same availableNow stream `lakehous
 `max_files_per_trigger = 1` so that a day's files, landed at once, are still committed one batch
 per file - the commits, files and checkpoint entries 24 hourly runs would write. Only JVM start-up
 and the idle path's cost are left out of the simulation; the cold runs measured after it pay them.
+Every file is dated by the wall clock, so nothing is old enough for VACUUM, Delta's log expiry or
+the stream's log clean-up to remove: the simulated lakehouse holds more files than 60 real days
+would leave (a stricter test, not a laxer one).
 """
 
 from __future__ import annotations

@@ -84,7 +84,10 @@ def test_additive_metrics_with_l0_above_one(kind, noise):
 def test_mean_with_l0_above_one(noise):
     """MEAN: a noisy count and a noisy normalized sum, half of the metric's budget each (PipelineDP's
     split), then their ratio. The ratio's reported approx_stddev is the delta method's; with counts
-    in the hundreds it matches the empirical spread within the same +-15 %."""
+    in the hundreds it matches the empirical spread within the same +-15 %, checked on the errors of
+    all partitions pooled, each in units of its partition's approximation (2,400 draws: a Laplace
+    ratio's sample stddev over 400 draws of one partition strays by 15 % in ~1 % of runs, so a
+    per-partition check failed ~6 % of runs, as CI met; pooled, 0 of 5,000 simulated runs)."""
     m = metric(MetricKind.MEAN)
     (budget,) = metric_budgets((m,), privacy(noise))
     count_mech, sum_mech = mean_parts(budget)
@@ -99,9 +102,10 @@ def test_mean_with_l0_above_one(noise):
             errors[p.key].append(p.value - truth)
             approx[p.key].append(p.approx_stddev)
             assert p.noise_stddev is None and LO <= p.value <= HI
+    pooled = np.concatenate([np.array(errors[key]) / np.mean(approx[key]) for key in KEYS])
+    assert np.std(pooled, ddof=1) == pytest.approx(1.0, rel=0.15)
     for key in KEYS:
         e = np.array(errors[key])
-        assert np.std(e, ddof=1) == pytest.approx(np.mean(approx[key]), rel=0.15), key
         assert abs(e.mean()) < 4 * np.std(e) / math.sqrt(len(e)), key
 
 

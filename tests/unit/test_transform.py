@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from support import session
 
 from streaming import transform
-from streaming.schema import SILVER_COLUMNS
+from streaming.schema import BRONZE_SCHEMA, CORRUPT_COLUMN, SILVER_COLUMNS
 
 KEY = b"unit-test-key"
 UTC = dt.UTC
@@ -118,6 +118,26 @@ def test_missing_geo_and_device_become_not_set(spark):
 ])
 def test_each_quarantine_reason(spark, record, expected):
     assert reasons(spark, record) == [expected]
+
+
+def test_one_parse_reads_every_line_as_parsing_it_both_ways_does(spark):
+    """parse_bronze parses a line once, as an array of records, and again only when that is not one
+    record with its objects: on lines of every shape, (rec, _one_value) must equal what a record
+    parse (with the corrupt-record column) and an array count of every line give."""
+    good = json.dumps(session())
+    lines = [good, good + "}", good + " " + good, good + ", " + good, "[" + good + "]", "{}", "null", "5", '"text"',
+             "{not json", "[1, 2, 3]", "[]", good + "   ", "  " + good, '{"_corrupt_record": "x"}',
+             json.dumps(session(fullVisitorId=None)), json.dumps(session(visitId={"a": 1})),
+             json.dumps(session(visitId=[1, 2])), json.dumps(session(hits=None, trafficSource=None))]
+    for field in ("device", "geoNetwork", "totals"):
+        lines += [json.dumps(session(**{field: bad})) for bad in ("lots", 5, [1], [{"a": "b"}], True, None, {})]
+    lines += [json.dumps(session(device={"browser": {"nested": "object"}})), json.dumps(session(totals={"pageviews": [3]}))]
+    df = lines_df(spark, *lines)
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN}
+    expected = df.select(F.col("value").alias("raw"), F.from_json("value", BRONZE_SCHEMA, options).alias("rec"),
+                         (F.json_array_length(F.concat(F.lit("["), "value", F.lit("]"))) == 1).alias("_one_value"))
+    actual = transform.parse_bronze(df).select("raw", "rec", "_one_value")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_quarantined_rows_keep_raw_line_and_source(spark):

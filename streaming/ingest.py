@@ -4,8 +4,13 @@ The stream's checkpoint is the only record of which Bronze files were processed.
 (at most ``ingest.max_files_per_trigger`` files) is parsed and validated by ``streaming.transform``,
 then
 
-* valid sessions are MERGEd into ``silver.sessions`` on ``session_id`` (insert-only), so a session
-  delivered twice - in one file, across files, or by a replayed batch - is stored once;
+* valid sessions are de-duplicated within the batch, then MERGEd into ``silver.sessions`` on
+  ``session_id`` (insert-only), so a session delivered twice - in one file, across files, or by a
+  replayed batch - is stored once. When Silver holds no session at all within the batch's time
+  window (widened by the dedupe window) - a first ingest, a backfill of new days - the MERGE could
+  match nothing, and the sessions are appended instead: the same rows, without the MERGE's join
+  and per-row bookkeeping. The check and the append are one writer's (the run lock), and a
+  replayed batch finds its own rows in the window and MERGEs;
 * invalid lines are appended to ``silver.quarantine`` with the raw line and a reason. Only the batch
   a crash left planned but uncommitted is ever replayed; for it, the append is skipped if the table
   already holds lines of its files (each Bronze file belongs to one batch, and a Delta commit is
@@ -18,12 +23,13 @@ in effect.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import catalog, failpoints, fs, jvm_bridge, schemas
@@ -144,8 +150,10 @@ class SilverBatchWriter:
         inserted = 0
         self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
         if stats["valid"]:
-            inserted = self._merge(transform.dedupe_sessions(transform.valid_sessions(candidates)),
-                                   stats["lo"], stats["hi"])
+            sessions = transform.dedupe_sessions(transform.valid_sessions(candidates))
+            window = self._window(stats["lo"], stats["hi"])
+            inserted = (self._merge(sessions, window("t.session_start")) if self._silver_holds(window("session_start"))
+                        else self._append(sessions))
         if not inserted:
             # Every batch is one commit of silver.sessions, new sessions or not: its version number
             # (published in Gold) then counts Bronze deliveries, and says nothing of their content.
@@ -197,18 +205,32 @@ class SilverBatchWriter:
         files = [r[0] for r in bad.select("source_file").distinct().collect()]
         return catalog.holds_rows(self.spark, self.loc.silver_quarantine, F.col("source_file").isin(files))
 
-    def _merge(self, sessions: DataFrame, lo: dt.datetime, hi: dt.datetime) -> int:
-        # Only Silver files whose session_start range meets the batch's (widened by the dedupe window)
-        # are read: Delta skips the rest by their min/max statistics.
+    def _window(self, lo: dt.datetime, hi: dt.datetime) -> Callable[[str], str]:
+        """Where a stored copy of the batch's sessions could be: their session_start range widened by
+        the dedupe window, as SQL on a given column (UTC literals: the session time zone is UTC)."""
         lo_s = (lo - self.window).strftime("%Y-%m-%d %H:%M:%S")
         hi_s = (hi + self.window).strftime("%Y-%m-%d %H:%M:%S")
-        condition = (f"t.session_id = s.session_id AND t.session_start >= TIMESTAMP'{lo_s}' "
-                     f"AND t.session_start <= TIMESTAMP'{hi_s}'")
+        return lambda column: f"{column} >= TIMESTAMP'{lo_s}' AND {column} <= TIMESTAMP'{hi_s}'"
+
+    def _silver_holds(self, window: str) -> bool:
+        """Whether silver.sessions has a row in the window (Delta skips files by their statistics;
+        a file without them is read)."""
+        return not catalog.read(self.spark, self.loc.silver_sessions).where(window).select("session_id").isEmpty()
+
+    def _merge(self, sessions: DataFrame, window: str) -> int:
+        # Only Silver files whose session_start range meets the window are read: Delta skips the rest
+        # by their min/max statistics.
         metrics = (DeltaTable.forPath(self.spark, self.loc.silver_sessions).alias("t")
-                   .merge(sessions.alias("s"), condition)
+                   .merge(sessions.alias("s"), f"t.session_id = s.session_id AND {window}")
                    .whenNotMatchedInsertAll()
                    .execute())
         return int(catalog.one(metrics)["num_inserted_rows"])
+
+    def _append(self, sessions: DataFrame) -> int:
+        written = Observation("silver_append")
+        (sessions.observe(written, F.count(F.lit(1)).alias("rows"))
+         .write.format("delta").mode("append").save(self.loc.silver_sessions))
+        return int(written.get["rows"])
 
 
 def ingest(spark: SparkSession, config: Config, loc: Locations, show_counts: bool = False,

@@ -240,3 +240,31 @@ def test_a_backfill_file_with_old_modification_times_is_not_skipped(spark, root)
     r = run_cli("--root", str(root), "ingest")
     assert r.code == 0 and "files read: 1" in r.out, r.out + r.err
     assert silver_rows(spark, root).count() == 2
+
+
+def test_a_batch_with_nothing_stored_in_its_window_is_appended_and_a_redelivery_is_merged(spark, root):
+    """A batch whose time window (its sessions' span, widened by the 48 h dedupe window) holds no
+    stored session cannot meet a duplicate there: it is appended. A batch that re-delivers a stored
+    session - at the same time, or hours off - is MERGEd, and stores it once."""
+    bronze = root / "bronze"
+    day = 1_470_009_600  # 2016-08-01 00:00 UTC
+
+    def line(visitor: str, start: int) -> str:
+        return json.dumps(session(fullVisitorId=visitor, visitId="7", visitStartTime=str(start)))
+
+    batches = [("a.jsonl", [line("1", day), line("2", day + 3600)]),           # empty Silver
+               ("b.jsonl", [line("3", day + 30 * 86_400)]),                    # 30 days on: nothing near
+               ("c.jsonl", [line("1", day), line("4", day + 86_400)]),         # session 1 again
+               ("d.jsonl", [line("2", day + 5 * 3600), line("3", day + 30 * 86_400)])]  # 2 hours off; 3 again
+    for name, lines in batches:
+        _write(bronze / name, lines)
+        r = run_cli("--root", str(root), "ingest", "--counts")
+        assert r.code == 0, r.err
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{root / 'silver' / 'sessions'}`").orderBy("version").collect()
+    # a MERGE that inserts nothing commits nothing: that batch's version is a property's commit
+    assert [h["operation"] for h in history[-4:]] == ["WRITE", "WRITE", "MERGE", "SET TBLPROPERTIES"]
+    assert [int(h["operationMetrics"].get("numOutputRows") or h["operationMetrics"]["numTargetRowsInserted"])
+            for h in history[-4:-1]] == [2, 1, 1]
+    assert summary(r.out)["rows ingested"] == 0 and summary(r.out)["duplicates skipped"] == 2
+    stored = sorted(r[0] for r in silver_rows(spark, root).select("session_id").collect())
+    assert stored == sorted(pseudonym(f"{v}/7") for v in "1234")

@@ -7,14 +7,21 @@ contribution bounds PipelineDP would enforce per unit -
 
 * drop rows outside the public partitions (if the metric has them),
 * keep at most ``max_partitions_contributed`` of the unit's partitions, chosen uniformly at random,
-* in each kept partition keep at most ``max_contributions_per_partition`` of the unit's rows,
-  chosen uniformly at random, with values clamped to ``[min_value, max_value]``
+* in each kept partition count at most ``max_contributions_per_partition`` of the unit's rows,
+  with values clamped to ``[min_value, max_value]``: a unit with n rows there over that cap k
+  contributes k rows and k times the mean of its n clamped values
 
 - then sums per partition, a partition being (period_start, key). PipelineDP's own mechanisms
 (``dp.noise``) turn those few numbers per partition into DP results, with the budget from the same
 NaiveBudgetAccountant requests as the reference engine (``dp.engine_pipelinedp``), so both add noise
 of the same distribution. (PipelineDP samples rows per partition first and partitions second; both
 samples are uniform and independent, so the order does not change the distribution.)
+
+Rows over the cap: PipelineDP keeps a uniform random sample of k of the n rows; this engine keeps
+k times their mean, which is that sample's expected sum. The bound is the same (k rows, each value
+within its bounds: at most k * max |v|, the sensitivity both engines' noise is scaled to), and it
+adds no sampling variance; it needs no sort of the rows, which the sample took (~1 s of a 1M-row
+release, measured).
 """
 
 from __future__ import annotations
@@ -65,9 +72,8 @@ def bounded_contributions(sessions: DataFrame, metrics: tuple[MetricConfig, ...]
     The rows are shuffled by unit once; everything after runs within those partitions:
 
     * rows outside a metric's public partitions are dropped before bounding, as PipelineDP does;
-    * per (unit, partition) at most ``max_contributions_per_partition`` rows: a uniform random
-      sample when the values matter (SUM, MEAN); for a count, which rows are kept makes no
-      difference, so the count is simply capped;
+    * per (unit, partition) at most ``max_contributions_per_partition`` rows: the count is capped,
+      and the sum of values scaled to the capped count (k rows at the mean of the unit's n);
     * per unit at most ``max_partitions_contributed`` partitions, uniformly at random.
 
     Every metric's rows go through one exploded pipeline (one row per session and metric), so the
@@ -80,20 +86,17 @@ def bounded_contributions(sessions: DataFrame, metrics: tuple[MetricConfig, ...]
             .repartition(partitions, "unit"))
     entries = [F.struct(F.lit(ALL_ROWS).alias("m"), F.lit(None).cast("string").alias("key"), F.lit(0.0).alias("value"))]
     for i, m in enumerate(metrics):
-        keep = F.lit(True)
-        if m.kind.has_value:
-            by_unit_partition = Window.partitionBy("unit", m.group_by).orderBy(F.rand())
-            rows = rows.withColumn(f"_n{i}", F.row_number().over(by_unit_partition))
-            keep = F.col(f"_n{i}") <= m.max_contributions_per_partition
-        if m.public_partitions is not None:
-            keep = keep & F.col(m.group_by).isin(*m.public_partitions)
-        entries.append(F.when(keep, F.struct(F.lit(i).alias("m"), F.col(m.group_by).alias("key"),
-                                            metric_value(m).alias("value"))))
+        entry = F.struct(F.lit(i).alias("m"), F.col(m.group_by).alias("key"), metric_value(m).alias("value"))
+        entries.append(entry if m.public_partitions is None else
+                       F.when(F.col(m.group_by).isin(*m.public_partitions), entry))
+    cap = _per_metric(metrics, lambda m: m.max_contributions_per_partition)
     per_partition = (rows.select("unit", "period_start", F.explode(F.array(*entries)).alias("e"))
                      .where(F.col("e").isNotNull()).select("unit", "period_start", "e.*")
                      .groupBy("unit", "period_start", "m", "key")
-                     .agg(F.least(F.count(F.lit(1)), _per_metric(metrics, lambda m: m.max_contributions_per_partition))
-                          .alias("count"), F.sum("value").alias("value_sum")))
+                     .agg(F.count(F.lit(1)).alias("rows"), F.sum("value").alias("value_sum"))
+                     .withColumn("count", F.least("rows", cap))
+                     .withColumn("value_sum", F.col("value_sum") * F.col("count") / F.col("rows"))
+                     .drop("rows"))
     by_unit_metric = Window.partitionBy("unit", "m").orderBy("_r")
     return (per_partition.withColumn("_r", F.rand())
             .withColumn("_n", F.row_number().over(by_unit_metric))

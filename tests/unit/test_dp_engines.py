@@ -192,10 +192,11 @@ def test_budget_split_matches_pipelinedp(sessions_df):
 
 def test_contribution_bounds_cap_partitions_per_user(spark):
     """A user in three partitions keeps exactly max_partitions_contributed of them, each with at most
-    max_contributions_per_partition rows; others are untouched. Both bounding paths (sampled rows
-    for SUM/MEAN, capped counts for COUNT) bound alike, also side by side in one release."""
-    rows = [("traveller", c, 0) for c in ("Asia", "Europe", "Oceania") for _ in range(9)]
-    rows += [("local", "Asia", 0)] * 2
+    max_contributions_per_partition rows; others are untouched. COUNT and SUM bound alike, also side
+    by side in one release; SUM's kept value is the capped count at the user's mean there (the
+    traveller's 9 rows per partition hold 5 values of 1, the mean 5/9; clamped from 3 to 1)."""
+    rows = [("traveller", c, 3 * (i % 2)) for c in ("Asia", "Europe", "Oceania") for i in range(1, 10)]
+    rows += [("local", "Asia", 1)] * 2
     df = frame(spark, rows, "user_id string, continent string, total_time_on_page int")
     for l0 in (1, 2):
         count = dataclasses.replace(COUNT, max_partitions_contributed=l0, max_contributions_per_partition=4)
@@ -204,6 +205,7 @@ def test_contribution_bounds_cap_partitions_per_user(spark):
         bounded = bounded_contributions(df, (count, total)).collect()
         for m in (0, 1):  # the traveller keeps l0 partitions of 4 rows, the local user all 2 rows
             assert sorted(r["count"] for r in bounded if r["m"] == m) == [2] + [4] * l0
+        assert sorted(round(r["value_sum"], 9) for r in bounded if r["m"] == 1) == sorted([round(4 * 5 / 9, 9)] * l0 + [2])
         private = dataclasses.replace(count, public_partitions=None)
         totals, rows_in = collect_accumulators(df, (private,))
         assert sum(a.users for a in totals[private.name].values()) == 1 + l0

@@ -230,10 +230,11 @@ def test_a_user_who_gives_up_partitions_keeps_a_uniformly_chosen_one(spark):
         assert stats.chisquare(counts).pvalue > 1e-4, counts
 
 
-def test_a_user_with_too_many_rows_keeps_a_uniform_sample_of_them(spark):
-    """2,000 users with 10 rows each (values 1..10) in one partition, Linf = 5: each row is kept
-    with probability 1/2, so the kept sum per user averages 27.5; over all users the kept sum is
-    within 4 standard errors of 2,000 x 27.5. Keeping the first or the largest rows would not be."""
+def test_a_user_with_too_many_rows_keeps_the_expected_sum_of_a_uniform_sample(spark):
+    """2,000 users with 10 rows each (values 1..10) in one partition, Linf = 5: a uniform sample of 5
+    rows sums to 27.5 per user in expectation, which is what each user contributes (5 rows at their
+    mean); over all users within 4 standard errors of such a sample of 2,000 x 27.5. Keeping the
+    first or the largest rows would not be, nor a sum left unscaled (55 per user)."""
     rows = [(f"u{u}", "Asia", v) for u in range(2000) for v in range(1, 11)]
     m = MetricConfig(name="s", kind=MetricKind.SUM, group_by="continent", public_partitions=("Asia",),
                      value="total_time_on_page", min_value=0.0, max_value=100.0, max_partitions_contributed=1,

@@ -149,7 +149,11 @@ def test_tree_matches_the_notes_worked_numbers():
 def test_tree_beats_the_naive_split_by_the_predicted_factor():
     """At equal budget: the tree over H = 32 runs, against H releases at epsilon / H each whose
     increments are summed. At every t the running total's stddev is lower, by H sqrt(t) /
-    (levels sqrt(popcount t)), empirically within +-15 %."""
+    (levels sqrt(popcount t)): empirically within +-25 % at each t, and within +-8 % on average
+    over the 32. (Each t's ratio of two sample stddevs strays by 15 % in ~0.3 % of runs, which a
+    +-15 % bound at every t met once in this session's test runs; simulated, 3,000 runs of this test's noise
+    never strayed by 20 % at any t, nor by 6.5 % on average, while a tree off by a factor of
+    sqrt(levels) or more is off by >= 40 % at every t.)"""
     horizon = 32
     m = metric(MetricKind.COUNT)
     errors, _, levels = tree_draws(m, NoiseKind.LAPLACE, horizon, RUNS)
@@ -162,11 +166,14 @@ def test_tree_beats_the_naive_split_by_the_predicted_factor():
             for p in apply_noise(naive_budget, leaf, [DAY]).partitions:
                 running[p.key] += p.value
                 naive[t].append(running[p.key] - 5 * t)
+    ratios = []
     for t in range(1, horizon + 1):
         tree_std, naive_std = np.std(errors[t], ddof=1), np.std(naive[t], ddof=1)
         predicted = horizon * math.sqrt(t) / (levels * math.sqrt(bin(t).count("1")))
         assert tree_std < naive_std
-        assert naive_std / tree_std == pytest.approx(predicted, rel=0.15), t
+        assert naive_std / tree_std == pytest.approx(predicted, rel=0.25), t
+        ratios.append(naive_std / tree_std / predicted)
+    assert np.mean(ratios) == pytest.approx(1.0, rel=0.08)
 
 
 # ------------------------------------------------------------------------------------------

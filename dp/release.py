@@ -36,7 +36,7 @@ from dp.plan import (
     plan_release,
     plan_reprocess,
 )
-from lakehouse import catalog, failpoints, schemas, silver
+from lakehouse import catalog, failpoints, jvm_bridge, schemas, silver
 from lakehouse.config import Config, Engine, MetricKind, Period, PrivacyConfig
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
@@ -154,7 +154,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     progress(f"release {release_id}: {_describe(plan)} (engine {privacy.engine}, {privacy.noise_kind} noise)")
     with ThreadPoolExecutor(max_workers=1) as pool:  # a first release's two table creations, ~1 s, meanwhile
         created = pool.submit(staging.create_record_tables, spark, loc, lease)
-        measured = _measure(spark, config, loc, plan, state, budgets, release_id, attempt, lease)
+        measured = _measure(spark, config, loc, plan, state, budgets, history, release_id, attempt, lease)
         created.result()
     tables = _tables(config, plan, shares, measured, release_id, attempt, released_at)
     failpoints.reached("release-before-stage")
@@ -206,8 +206,21 @@ class _Measured:
                     self.results.setdefault((name, period_start), [])
 
 
+def _expected_rows(spark: SparkSession, loc: Locations, plan: Plan, history: list[tuple[int, int]],
+                   rows: DataFrame) -> int:
+    """About how many rows `rows` holds, before reading them: exactly for new rows (Silver's commit
+    metrics); for periods, Silver's rows times the share of its bytes that skipping files by their
+    time range leaves."""
+    if plan.kind == ReleaseKind.INCREMENTAL:
+        return sum(n for v, n in history if plan.version_from <= v <= plan.version_to)
+    total = sum(n for v, n in history if v <= plan.version_to)
+    whole = jvm_bridge.estimated_bytes(catalog.read(spark, loc.silver_sessions, plan.version_to))
+    return total if whole <= 0 else int(total * min(1.0, jvm_bridge.estimated_bytes(rows) / whole))
+
+
 def _measure(spark: SparkSession, config: Config, loc: Locations, plan: Plan, state: dp_budget.AuditState,
-             budgets: list[MetricBudget], release_id: int, attempt: str, lease: RunLease) -> _Measured:
+             budgets: list[MetricBudget], history: list[tuple[int, int]], release_id: int, attempt: str,
+             lease: RunLease) -> _Measured:
     privacy, measured = config.privacy, _Measured()
     whole = [t for t in plan.tasks if t.kind != ReleaseKind.CONTINUAL]
     if whole:
@@ -228,7 +241,8 @@ def _measure(spark: SparkSession, config: Config, loc: Locations, plan: Plan, st
                 raise LakehouseError("the pipelinedp engine releases all metrics together; this release has a subset")
             results, rows_in = engine_pipelinedp.release_metrics(rows, config.metrics, privacy, starts)
         else:
-            results, rows_in = engine_spark.release_metrics(rows, chosen, starts)
+            results, rows_in = engine_spark.release_metrics(rows, chosen, starts,
+                                                            _expected_rows(spark, loc, plan, history, rows))
         measured.add(results, wanted)
         measured.rows_in.update({p: rows_in.get(p, 0) for p in starts})
     leaves = [t for t in plan.tasks if t.kind == ReleaseKind.CONTINUAL]

@@ -89,6 +89,13 @@ def delta_version(spark: SparkSession, path: str) -> int:
     return int(log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).version())
 
 
+def estimated_bytes(df: DataFrame) -> int:
+    """The optimizer's size estimate of what `df` reads: for a Delta table, the bytes of the files
+    left after skipping by statistics (no data is read). Sources without statistics - Delta's
+    change data feed among them - report a huge default."""
+    return int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
+
+
 def free_local_checkpoint(df: DataFrame) -> None:
     """Frees a local checkpoint's blocks now rather than at the next JVM garbage collection."""
     df._jdf.queryExecution().analyzed().rdd().unpersist(False)

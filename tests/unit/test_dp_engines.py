@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -226,6 +227,17 @@ def test_private_partition_selection_drops_rare_partitions(spark, engine):
                         else engine_pipelinedp.release_metrics(df, (metric,), p, [None]))
         assert [p.key for p in result.partitions] == ["Big"]
         assert result.budget.selection is not None and result.budget.delta == pytest.approx(1e-6)
+
+
+def test_a_large_release_is_shuffled_in_more_tasks(sessions_df):
+    """The shuffle by unit has Spark's shuffle partitions, and one task per ROWS_PER_TASK rows
+    expected beyond that: a large release's tasks each hold a bounded share of its rows."""
+    configured = int(sessions_df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    for expected, tasks in ((0, configured), (engine_spark.ROWS_PER_TASK * configured, configured),
+                            (engine_spark.ROWS_PER_TASK * 100 + 1, 101)):
+        plan = executed_plan_text(accumulators_frame(sessions_df, (COUNT, MEAN), expected))
+        shuffled = re.search(r"hashpartitioning\(unit#\w+, (\d+)\)", plan)
+        assert shuffled is not None and int(shuffled.group(1)) == tasks, plan
 
 
 def test_bounding_shuffles_the_rows_once(sessions_df):

@@ -213,9 +213,11 @@ class SilverBatchWriter:
         return lambda column: f"{column} >= TIMESTAMP'{lo_s}' AND {column} <= TIMESTAMP'{hi_s}'"
 
     def _silver_holds(self, window: str) -> bool:
-        """Whether silver.sessions has a row in the window (Delta skips files by their statistics;
-        a file without them is read)."""
-        return not catalog.read(self.spark, self.loc.silver_sessions).where(window).select("session_id").isEmpty()
+        """Whether a file of silver.sessions may hold a row in the window: the files Delta's skipping
+        by statistics leaves (a file without statistics stays). Planning alone answers it, no data
+        is read (reading the files that overlap cost ~1-5 s in a fresh JVM, measured), and an
+        overlapping file without a row in the window only sends the batch to the exact MERGE."""
+        return bool(catalog.read(self.spark, self.loc.silver_sessions).where(window).inputFiles())
 
     def _merge(self, sessions: DataFrame, window: str) -> int:
         # Only Silver files whose session_start range meets the window are read: Delta skips the rest

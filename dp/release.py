@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
@@ -152,10 +151,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
     attempt = uuid.uuid4().hex
     released_at = now.replace(tzinfo=None)
     progress(f"release {release_id}: {_describe(plan)} (engine {privacy.engine}, {privacy.noise_kind} noise)")
-    with ThreadPoolExecutor(max_workers=1) as pool:  # a first release's two table creations, ~1 s, meanwhile
-        created = pool.submit(staging.create_record_tables, spark, loc, lease)
-        measured = _measure(spark, config, loc, plan, state, budgets, history, release_id, attempt, lease)
-        created.result()
+    measured = _measure(spark, config, loc, plan, state, budgets, history, release_id, attempt, lease)
     tables = _tables(config, plan, shares, measured, release_id, attempt, released_at)
     failpoints.reached("release-before-stage")
     lease.check(f"staging release {release_id}")

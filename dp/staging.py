@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp.plan import AuditRow
-from lakehouse import catalog, failpoints, fs, schemas
+from lakehouse import catalog, failpoints, fs
 from lakehouse.errors import LakehouseError
 from lakehouse.files import LocalFiles
 from lakehouse.lock import RunLease
@@ -159,17 +159,6 @@ def publish(spark: SparkSession, loc: Locations, release_id: int, tables: Tables
             future.result()
     fs.delete(spark, staged_file(loc, release_id))
     return {t: len(rows) for t, (_, rows) in tables.items()}
-
-
-def create_record_tables(spark: SparkSession, loc: Locations, lease: RunLease) -> None:
-    """silver.release_audit and gold.privacy_ledger, where missing (a first release), empty: the
-    release runs this while it measures, so its publishing starts with appends. (An empty record
-    beside an empty Gold spends nothing; the record was read before, so a lost one was refused.)"""
-    for table, schema in ((AUDIT, schemas.RELEASE_AUDIT), (LEDGER, schemas.PRIVACY_LEDGER)):
-        path = loc.table_path(table)
-        if not catalog.table_exists(spark, path):
-            lease.check(f"creating {table}")
-            catalog.ensure_table(spark, path, schema, catalog.APPEND_ONLY)
 
 
 def recover(spark: SparkSession, loc: Locations, lease: RunLease) -> list[int]:

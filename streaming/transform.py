@@ -81,7 +81,7 @@ def parse_bronze(lines: DataFrame) -> DataFrame:
     """
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN}
     records = F.from_json(_as_array(F.col("value")), T.ArrayType(BRONZE_SCHEMA))
-    first = records[0]
+    first = F.get(records, 0)  # null for an empty array ("]" reads as "[]" and stops), where [0] fails
     # Inside an array Spark reads a wrongly typed object field ("totals": "lots") as null, with no
     # corrupt-record mark: a record whose object fields are not all there takes the slow path.
     one_record = F.coalesce((F.size(records) == 1) & first[CORRUPT_COLUMN].isNull()

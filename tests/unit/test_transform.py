@@ -126,7 +126,7 @@ def test_one_parse_reads_every_line_as_parsing_it_both_ways_does(spark):
     parse (with the corrupt-record column) and an array count of every line give."""
     good = json.dumps(session())
     lines = [good, good + "}", good + " " + good, good + ", " + good, "[" + good + "]", "{}", "null", "5", '"text"',
-             "{not json", "[1, 2, 3]", "[]", good + "   ", "  " + good, '{"_corrupt_record": "x"}',
+             "{not json", "[1, 2, 3]", "[]", "]", "[", "],", "{", "}", good + "   ", "  " + good, '{"_corrupt_record": "x"}',
              json.dumps(session(fullVisitorId=None)), json.dumps(session(visitId={"a": 1})),
              json.dumps(session(visitId=[1, 2])), json.dumps(session(hits=None, trafficSource=None))]
     for field in ("device", "geoNetwork", "totals"):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the heavy modules load when a command needs them: `generate
     from dp.release import ReleaseOutcome
     from lakehouse.azure import AzureSettings
     from lakehouse.lock import RunLease
+from lakehouse import log
 from lakehouse.errors import LakehouseError, redact, spark_message
 from lakehouse.storage import Locations, is_url
 
@@ -516,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("LAKEHOUSE_DEBUG") == "1"
+    log.quiet_py4j(debug)
     try:
         config = load_config(args.conf or default_config_path())
         config = config.with_overrides(root=args.root, bronze=args.bronze, master=args.master)
@@ -546,8 +548,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lakehouse: error: {died}", file=sys.stderr)
             return 1
         kind = "Spark" if isinstance(exc, PySparkException) else type(exc).__name__
-        log = jvm_process.log_path()
-        hint = "" if debug else " (LAKEHOUSE_DEBUG=1 shows the traceback" + (f"; Spark's log: {log})" if log else ")")
+        spark_log = jvm_process.log_path()
+        hint = ("" if debug else " (LAKEHOUSE_DEBUG=1 shows the traceback"
+                + (f"; Spark's log: {spark_log})" if spark_log else ")"))
         print(f"lakehouse: error: {kind}: {redact(spark_message(exc))}{hint}", file=sys.stderr)
         return 1
 

@@ -11,6 +11,8 @@ import gzip
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,6 +181,23 @@ def test_a_jvm_killed_mid_release_is_named_with_its_log(root):
     assert error.startswith("lakehouse: error: Spark's JVM died (killed by signal 9"), err[-2000:]
     assert "its log: " in error and "the next run recovers" in error
     assert "ConnectionRefusedError" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_py4j_tracebacks_on_the_root_logger_stay_off_the_terminal_unless_debugging(debug):
+    # The JVM killed while a command is on the wire: py4j calls logging.exception on the root logger
+    # from its own module, before the CLI prints its one line (it broke the test above ~1 run in 20).
+    code = """
+import logging, py4j.java_gateway
+from lakehouse import log
+log.quiet_py4j(DEBUG)
+exec(compile("import logging\\ntry:\\n 1/0\\nexcept Exception:\\n logging.exception('lost')",
+             py4j.java_gateway.__file__, "exec"))
+logging.getLogger("other").warning("still shown")
+""".replace("DEBUG", str(debug))
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "still shown" in err
+    assert ("Traceback" in err and "lost" in err) is debug, err
 
 
 def test_a_time_travel_error_is_one_whole_sentence(root):

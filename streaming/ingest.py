@@ -144,8 +144,10 @@ class SilverBatchWriter:
         stats = catalog.one(candidates.agg(
             F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
             F.count(F.when(F.col("reason").isNotNull(), 1)).alias("bad"),
-            F.min(F.when(F.col("reason").isNull(), F.col("session_start"))).alias("lo"),
-            F.max(F.when(F.col("reason").isNull(), F.col("session_start"))).alias("hi"),
+            # as epoch seconds: a timestamp collected to Python is a naive datetime in the process's
+            # time zone, which the window's UTC literals would shift by its offset
+            F.min(F.when(F.col("reason").isNull(), F.col("session_start"))).cast("long").alias("lo"),
+            F.max(F.when(F.col("reason").isNull(), F.col("session_start"))).cast("long").alias("hi"),
         ))
         inserted = 0
         self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
@@ -205,11 +207,12 @@ class SilverBatchWriter:
         files = [r[0] for r in bad.select("source_file").distinct().collect()]
         return catalog.holds_rows(self.spark, self.loc.silver_quarantine, F.col("source_file").isin(files))
 
-    def _window(self, lo: dt.datetime, hi: dt.datetime) -> Callable[[str], str]:
-        """Where a stored copy of the batch's sessions could be: their session_start range widened by
-        the dedupe window, as SQL on a given column (UTC literals: the session time zone is UTC)."""
-        lo_s = (lo - self.window).strftime("%Y-%m-%d %H:%M:%S")
-        hi_s = (hi + self.window).strftime("%Y-%m-%d %H:%M:%S")
+    def _window(self, lo: int, hi: int) -> Callable[[str], str]:
+        """Where a stored copy of the batch's sessions could be: their session_start range (epoch
+        seconds) widened by the dedupe window, as SQL on a given column (UTC literals: the session
+        time zone is UTC)."""
+        widen = int(self.window.total_seconds())
+        lo_s, hi_s = (dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") for t in (lo - widen, hi + widen))
         return lambda column: f"{column} >= TIMESTAMP'{lo_s}' AND {column} <= TIMESTAMP'{hi_s}'"
 
     def _silver_holds(self, window: str) -> bool:

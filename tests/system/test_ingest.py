@@ -242,6 +242,30 @@ def test_a_backfill_file_with_old_modification_times_is_not_skipped(spark, root)
     assert silver_rows(spark, root).count() == 2
 
 
+def test_a_redelivery_is_merged_in_a_process_west_of_utc_with_no_dedupe_window(spark, root, monkeypatch):
+    """The batch's window comes from its sessions' times, which PySpark hands to Python in the
+    process's time zone: read as UTC, a New York process's window missed a stored session by the
+    offset, and with no widening the re-delivered session was appended a second time. (The CLI sets
+    TZ=UTC; code calling ingest() directly, as the bench's hourly simulation does, may not.)"""
+    from lakehouse.config import Config, IngestConfig, StorageConfig
+    from lakehouse.storage import Locations
+    from streaming.ingest import ingest
+
+    config = Config(storage=StorageConfig(root=str(root)), ingest=IngestConfig(dedupe_window_hours=0))
+    loc = Locations.from_config(config)
+    line = json.dumps(session(fullVisitorId="1", visitId="7", visitStartTime="1470009600"))
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        for name in ("a.jsonl", "b.jsonl"):
+            _write(root / "bronze" / name, [line])
+            ingest(spark, config, loc)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert silver_rows(spark, root).count() == 1
+
+
 def test_a_batch_with_nothing_stored_in_its_window_is_appended_and_a_redelivery_is_merged(spark, root):
     """A batch whose time window (its sessions' span, widened by the 48 h dedupe window) holds no
     stored session cannot meet a duplicate there: it is appended. A batch that re-delivers a stored

@@ -106,7 +106,9 @@ def bounded_contributions(sessions: DataFrame, metrics: tuple[MetricConfig, ...]
                      .groupBy("unit", "period_start", "m", "key")
                      .agg(F.count(F.lit(1)).alias("rows"), F.sum("value").alias("value_sum"))
                      .withColumn("count", F.least("rows", cap))
-                     .withColumn("value_sum", F.col("value_sum") * F.col("count") / F.col("rows"))
+                     .withColumn("value_sum", F.when(F.col("rows") > F.col("count"),
+                                                     F.col("value_sum") * F.col("count") / F.col("rows"))
+                                 .otherwise(F.col("value_sum")))  # x * n / n can be x plus an ulp
                      .drop("rows"))
     # The window's sort leads with a hash of (unit, m): rows of a unit, one per metric and partition,
     # then differ in the sort's 8-byte prefix, and only a unit's several partitions of one metric

@@ -237,18 +237,20 @@ def test_a_user_who_gives_up_partitions_keeps_a_uniformly_chosen_one(spark):
         assert stats.chisquare(counts).pvalue > 1e-4, counts
 
 
-def test_a_user_with_too_many_rows_keeps_the_expected_sum_of_a_uniform_sample(spark):
-    """2,000 users with 10 rows each (values 1..10) in one partition, Linf = 5: a uniform sample of 5
-    rows sums to 27.5 per user in expectation, which is what each user contributes (5 rows at their
-    mean); over all users within 4 standard errors of such a sample of 2,000 x 27.5. Keeping the
-    first or the largest rows would not be, nor a sum left unscaled (55 per user)."""
-    rows = [(f"u{u}", "Asia", v) for u in range(2000) for v in range(1, 11)]
+def test_a_user_over_the_cap_contributes_the_expected_sum_of_a_uniform_sample(spark):
+    """Users with 1 to 9 rows in one partition, values of both signs beyond [-10, 10], Linf = 3: a user
+    with n > 3 rows contributes 3 rows and 3 times the mean of their clamped values (a uniform
+    3-of-n sample's expected sum), within the bound 3 * 10; one with n <= 3 all of them. Keeping
+    the first rows, or leaving the sum unscaled or unclamped, would differ."""
+    rng = np.random.default_rng(7)
+    users = {f"u{u}": list(rng.integers(-25, 26, size=1 + u % 9)) for u in range(300)}
+    rows = [(u, "Asia", int(v)) for u, values in users.items() for v in values]
     m = MetricConfig(name="s", kind=MetricKind.SUM, group_by="continent", public_partitions=("Asia",),
-                     value="total_time_on_page", min_value=0.0, max_value=100.0, max_partitions_contributed=1,
-                     max_contributions_per_partition=5)
+                     value="total_time_on_page", min_value=-10.0, max_value=10.0, max_partitions_contributed=1,
+                     max_contributions_per_partition=3)
     accumulators, _ = collect_accumulators(_frame(spark, rows), (m,))
     acc = accumulators["s"][(DAY, "Asia")]
-    assert acc.count == 2000 * 5
-    # a uniform 5-of-10 sample: per user, variance of the sum = 5 * var(1..10) * (10-5)/(10-1)
-    per_user_var = 5 * np.var(np.arange(1, 11)) * 5 / 9
-    assert abs(acc.value_sum - 2000 * 27.5) < 4 * math.sqrt(2000 * per_user_var)
+    clamped = {u: np.clip(values, -10, 10) for u, values in users.items()}
+    expected = sum(c.sum() if len(c) <= 3 else 3 * c.mean() for c in clamped.values())
+    assert acc.count == sum(min(len(c), 3) for c in clamped.values())
+    assert abs(acc.value_sum - expected) < 1e-6, (acc.value_sum, expected)

@@ -474,6 +474,11 @@ def _validate_metric(m: MetricConfig, privacy: PrivacyConfig, where: _Where) -> 
             raise where.error(f"{key}.min_value", f"{m.kind} needs both min_value and max_value (clamping bounds)")
         if m.min_value > m.max_value:
             raise where.error(f"{key}.min_value", f"({m.min_value}) is greater than max_value ({m.max_value})")
+        if m.min_value == m.max_value:
+            # PipelineDP refuses a zero sensitivity (a MEAN's spread, a SUM of zeros) only once the
+            # release has read Silver; every value clamped to one number is no statistic anyway.
+            raise where.error(f"{key}.min_value", f"equals max_value ({m.max_value}): every value would be "
+                              "clamped to it; give a range")
     elif m.value is not None or m.min_value is not None or m.max_value is not None:
         raise where.error(f"{key}.value", f"{m.kind} takes no value column or bounds; remove value/min_value/max_value")
     if m.public_partitions is None and privacy.delta_per_release == 0:

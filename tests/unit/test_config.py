@@ -54,6 +54,8 @@ def test_conf_local_toml_is_the_embedded_default():
      "metrics.m.max_contributions_per_partition: must be >= 1"),
     ({"metrics": {"m": {**BASE_METRIC, "kind": "MEAN", "value": "total_time_on_page", "min_value": 10,
                         "max_value": 1}}}, "metrics.m.min_value: (10.0) is greater than max_value (1.0)"),
+    ({"metrics": {"m": {**BASE_METRIC, "kind": "MEAN", "value": "total_time_on_page", "min_value": 5,
+                        "max_value": 5}}}, "metrics.m.min_value: equals max_value (5.0)"),
     ({"metrics": {"m": {**BASE_METRIC, "kind": "MEAN", "value": "total_time_on_page"}}},
      "metrics.m.min_value: MEAN needs both min_value and max_value"),
     ({"metrics": {"m": {**BASE_METRIC, "kind": "SUM", "value": "user_id", "min_value": 0, "max_value": 1}}},

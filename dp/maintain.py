@@ -39,8 +39,8 @@ def _files(spark: SparkSession, path: str) -> int:
 def _oldest_unreleased_is_kept(spark: SparkSession, loc: Locations, config: Config, cutoff: dt.datetime) -> bool:
     """True if no silver.sessions version the next release still reads is older than the cutoff."""
     state = dp_budget.read_state(SparkReader(spark), loc, [loc.gold_table(m.name) for m in config.metrics])
-    history = DeltaTable.forPath(spark, loc.silver_sessions).history().collect()
-    old = [h["version"] for h in history if h["timestamp"] < cutoff.replace(tzinfo=None)
+    history = catalog.collect_utc(DeltaTable.forPath(spark, loc.silver_sessions).history())
+    old = [h["version"] for h in history if h["timestamp"] < cutoff
            and commit_of(h["version"], h["operation"], h["operationParameters"], h["operationMetrics"]).rows_inserted]
     return max(old, default=-1) <= state.last_version  # versions that added no row leave no file to read
 

@@ -149,7 +149,7 @@ def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silv
 
     release_id = state.last_release_id + 1
     attempt = uuid.uuid4().hex
-    released_at = now.replace(tzinfo=None)
+    released_at = now  # aware: PySpark would convert a naive time from the process's local zone
     progress(f"release {release_id}: {_describe(plan)} (engine {privacy.engine}, {privacy.noise_kind} noise)")
     measured = _measure(spark, config, loc, plan, state, budgets, history, release_id, attempt, lease)
     tables = _tables(config, plan, shares, measured, release_id, attempt, released_at)

@@ -8,12 +8,15 @@ and every other storage answer - an I/O error, a refused request - is an error, 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import Any
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, Row, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType, TimestampType
 
 from lakehouse import fs, jvm_bridge, schemas
 from lakehouse.errors import LakehouseError
@@ -106,6 +109,20 @@ def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
     key matches spark.redaction.regex come back redacted."""
     quoted = path.replace("`", "``")
     return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{quoted}`").collect()}
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def collect_utc(df: DataFrame) -> list[dict[str, Any]]:
+    """The rows as dicts, each timestamp an aware UTC datetime, whatever the process's time zone.
+    (PySpark hands a timestamp to Python naive, in the process's local time - not Spark's session
+    zone - so a caller in New York reads the lakehouse's UTC times 5 h off, and an hour a year is
+    ambiguous. Spark's microseconds since the epoch are exact.)"""
+    stamps = {f.name for f in df.schema.fields if isinstance(f.dataType, TimestampType)}
+    columns = [F.unix_micros(df[c]).alias(c) if c in stamps else df[c] for c in df.columns]
+    return [{name: _EPOCH + dt.timedelta(microseconds=v) if name in stamps and v is not None else v
+             for name, v in row.asDict().items()} for row in df.select(*columns).collect()]
 
 
 def one(df: DataFrame) -> Row:

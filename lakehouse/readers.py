@@ -55,7 +55,7 @@ class SparkReader:
         return catalog.table_exists(self.spark, path)
 
     def rows(self, path: str) -> list[dict[str, Any]]:
-        return [r.asDict() for r in catalog.read(self.spark, path).collect()]
+        return catalog.collect_utc(catalog.read(self.spark, path))
 
     def columns(self, path: str) -> list[str]:
         return catalog.read(self.spark, path).columns

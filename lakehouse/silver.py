@@ -33,8 +33,8 @@ def period_column(period: Period) -> Column:
 
 def _in_periods(rows: DataFrame, period: Period, starts: list[dt.date]) -> DataFrame:
     lo, hi = P.bounds(min(starts), period)[0], P.bounds(max(starts), period)[1]
-    naive = lambda t: t.replace(tzinfo=None)  # noqa: E731 - the session time zone is UTC
-    rows = rows.where((F.col("session_start") >= F.lit(naive(lo))) & (F.col("session_start") < F.lit(naive(hi))))
+    # lo and hi are aware (UTC): PySpark would convert a naive datetime from the process's local zone
+    rows = rows.where((F.col("session_start") >= F.lit(lo)) & (F.col("session_start") < F.lit(hi)))
     return rows.withColumn("period_start", period_column(period)).where(F.col("period_start").isin(*starts))
 
 
@@ -55,5 +55,6 @@ def new_rows(spark: SparkSession, path: str, version_from: int, version_to: int,
 
 def first_period(spark: SparkSession, path: str, version: int, period: Period) -> dt.date | None:
     """The period of Silver's earliest session (Delta answers min() from file statistics)."""
-    row = catalog.read(spark, path, version).agg(F.min("session_start")).first()
+    # the day in Spark's session zone (UTC): a collected timestamp would be in the process's local zone
+    row = catalog.read(spark, path, version).agg(F.to_date(F.min("session_start"))).first()
     return None if row is None or row[0] is None else P.period_start(row[0], period)

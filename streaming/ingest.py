@@ -166,7 +166,7 @@ class SilverBatchWriter:
         if bad_rows:
             bad = transform.quarantined(candidates)
             if unreadable:
-                now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                now = dt.datetime.now(dt.UTC)  # aware: a naive time converts from the local zone
                 whole = [schemas.row(schemas.SILVER_QUARANTINE, {"source_file": path, "raw": prefix, "reason": reason,
                                                                  "ingested_at": now})
                          for path, (reason, prefix) in unreadable.items()]

@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -122,6 +123,39 @@ def test_bounds_hold_per_user_per_day(spark):
     counts = {k: a.count for k, a in accumulators["sessions_per_continent"].items()}
     assert counts == {(dt.date(2026, 11, 1), "Europe"): 5, (dt.date(2026, 11, 2), "Europe"): 5}
     assert rows_in == {dt.date(2026, 11, 1): 8, dt.date(2026, 11, 2): 8}
+
+
+def test_a_library_caller_west_of_utc_releases_whole_utc_days_at_utc_times(spark, root, monkeypatch):
+    """PySpark converts naive datetimes to and from the process's time zone, not Spark's session
+    zone. The CLI sets TZ=UTC; code calling ingest() and release_dp_metrics() directly, as the
+    bench's hourly simulation does, may run in New York: there a day's window started 5 h late
+    (its first hours' sessions were left out of its release), the first period came out a day
+    early, and released_at was stored 5 h off, so the next release refused as going back in time."""
+    from dp.release import release_dp_metrics
+    from lakehouse.config import Config, StorageConfig
+    from lakehouse.readers import LocalReader
+    from lakehouse.storage import Locations
+    from streaming.ingest import ingest
+
+    config = Config(storage=StorageConfig(root=str(root)))
+    loc = Locations.from_config(config)
+    land(root, "d.jsonl", day_of("2026-11-01", range(0, 40), hour=2) + day_of("2026-11-02", range(40, 60), hour=23))
+    now = dt.datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        ingest(spark, config, loc)
+        first = release_dp_metrics(spark, config, loc, now=now)
+        second = release_dp_metrics(spark, config, loc, now=now + dt.timedelta(hours=1))
+        stored = spark.sql(f"SELECT DISTINCT CAST(released_at AS STRING) AS t FROM delta.`{loc.privacy_ledger}`")
+        stored = [r.t for r in stored.collect()]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert first.rows_in == {dt.date(2026, 11, 1): 40, dt.date(2026, 11, 2): 20}
+    assert second.release_id is None and "nothing to release" in second.message, second.message
+    assert stored == ["2026-11-03 12:00:00"]
+    assert {r["released_at"] for r in LocalReader().rows(loc.privacy_ledger)} == {now}
 
 
 # ------------------------------------------------------------------------------------------

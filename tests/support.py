@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,25 @@ def table_dirs(root: Path, layer: str) -> list[str]:
 def versions(spark, root: Path) -> dict[str, int]:
     return {f"{layer}.{t}": table_version(spark, root / layer / t) for layer in ("silver", "gold")
             for t in table_dirs(root, layer)}
+
+
+class Template:
+    """A lakehouse built once (per module and xdist worker) and restored for each test that starts
+    from it, at the path it was built at: Structured Streaming's checkpoint names Bronze files by
+    absolute path, so a copy elsewhere would ingest them all again."""
+
+    def __init__(self, root: Path):
+        self.root, self._saved = root, root.with_name(f"{root.name}.template")
+
+    def save(self) -> None:
+        shutil.copytree(self.root, self._saved)
+
+    def restore(self, spark) -> Path:
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.copytree(self._saved, self.root)
+        # the session's Delta logs are cached by path and still hold the previous test's later versions
+        spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+        return self.root
 
 
 def snapshot(spark, root: Path, layer: str = "gold") -> dict[str, list[tuple]]:

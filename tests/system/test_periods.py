@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from oracle import pseudonym
-from support import run_cli, session, versions
+from support import Template, run_cli, session, versions
 
 CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
 UTC = dt.UTC
@@ -199,18 +199,37 @@ def first_come_first_kept(batches: list[list[dict]], l0: int = 1, linf: int = 5)
     return totals
 
 
-def test_continual_running_totals_over_a_day(spark, root, tmp_path):
+DAY = "2026-11-10"
+NOWS = ["2026-11-10T06:30:00Z", "2026-11-10T12:30:00Z", "2026-11-10T18:30:00Z", "2026-11-11T00:30:00Z"]
+
+
+@pytest.fixture(scope="module")
+def two_continual_runs(spark, tmp_path_factory) -> Template:
+    """The day's first two continual runs, which five tests start from (built once: two runs are
+    ~30 s)."""
+    base = tmp_path_factory.mktemp("continual")
+    conf = base / "continual.toml"
+    conf.write_text(CONTINUAL)
+    template = Template(base / "lakehouse")
+    for i, batch in enumerate(arrivals(DAY)[:2]):
+        land(template.root, f"run{i}.jsonl", batch)
+        r = cli(conf, template.root, "run", "--now", NOWS[i])
+        assert r.code == 0 and f"running totals of {DAY}: run {i + 1}" in r.out, r.err
+    template.save()
+    return template
+
+
+@pytest.mark.xdist_group("continual")  # one worker builds two_continual_runs once
+def test_continual_running_totals_over_a_day(spark, two_continual_runs, tmp_path):
     conf = tmp_path / "continual.toml"
     conf.write_text(CONTINUAL)
-    day, batches = "2026-11-10", arrivals("2026-11-10")
-    nows = ["2026-11-10T06:30:00Z", "2026-11-10T12:30:00Z", "2026-11-10T18:30:00Z", "2026-11-11T00:30:00Z"]
-    outputs = []
-    for i, (batch, now) in enumerate(zip(batches, nows, strict=True)):
-        land(root, f"run{i}.jsonl", batch)
-        r = cli(conf, root, "run", "--now", now)
+    day, batches = DAY, arrivals(DAY)
+    root = two_continual_runs.restore(spark)
+    for i in (2, 3):
+        land(root, f"run{i}.jsonl", batches[i])
+        r = cli(conf, root, "run", "--now", NOWS[i])
         assert r.code == 0, r.err
-        outputs.append(r.out)
-    assert "running totals of 2026-11-10: run 4" in outputs[3] and "running totals of 2026-11-11: run 1" in outputs[3]
+    assert "running totals of 2026-11-10: run 4" in r.out and "running totals of 2026-11-11: run 1" in r.out
 
     gold = sql(conf, root, f"SELECT release_id, continent, dp_sessions, noise_stddev, epsilon FROM "
                f"gold.sessions_per_continent WHERE period_start = '{day}' ORDER BY release_id, continent")
@@ -343,26 +362,24 @@ def test_make_run_path_shows_a_daily_time_series_and_plots_it(root, tmp_path):
     assert "NON-PRIVATE" in r.err
 
 
-def _three_continual_runs(root: Path, conf: Path, day: str = "2026-11-10") -> list[list[dict]]:
-    batches = arrivals(day)
-    for i, now in enumerate(["2026-11-10T06:30:00Z", "2026-11-10T12:30:00Z"]):
-        land(root, f"run{i}.jsonl", batches[i])
-        r = cli(conf, root, "run", "--now", now)
-        assert r.code == 0, r.err
-    land(root, "run2.jsonl", batches[2])
-    return batches
+def _third_run_landed(spark, template: Template) -> Path:
+    """The lakehouse after two continual runs, with the third run's sessions in Bronze."""
+    root = template.restore(spark)
+    land(root, "run2.jsonl", arrivals(DAY)[2])
+    return root
 
 
+@pytest.mark.xdist_group("continual")  # one worker builds two_continual_runs once
 @pytest.mark.parametrize("lost, message", [("release_bounds", "silver.release_bounds"),
                                            ("release_tree", "silver.release_tree lacks node")])
-def test_lost_continual_state_stops_the_running_totals(spark, root, tmp_path, lost, message):
+def test_lost_continual_state_stops_the_running_totals(spark, two_continual_runs, tmp_path, lost, message):
     """Without what earlier runs kept, first come first kept would restart (a user's bounds spent
     again) or the tree could not be summed: the run refuses instead of guessing."""
     import shutil
 
     conf = tmp_path / "continual.toml"
     conf.write_text(CONTINUAL)
-    _three_continual_runs(root, conf)
+    root = _third_run_landed(spark, two_continual_runs)
     shutil.rmtree(root / "silver" / lost)
     r = cli(conf, root, "run", "--now", "2026-11-10T18:30:00Z")
     assert r.code == 1 and message in r.error and "restore" in r.error.lower()
@@ -370,17 +387,18 @@ def test_lost_continual_state_stops_the_running_totals(spark, root, tmp_path, lo
     assert leaves == [{"t": 2}]  # nothing was published
 
 
+@pytest.mark.xdist_group("continual")  # one worker builds two_continual_runs once
 @pytest.mark.slow
 @pytest.mark.parametrize("failpoint", ["release-after-bounds", "release-after-stage",
                                        "release-after-silver.release_tree"])
-def test_sigkill_mid_continual_release_then_rerun_is_exactly_once(spark, root, tmp_path, failpoint):
+def test_sigkill_mid_continual_release_then_rerun_is_exactly_once(spark, two_continual_runs, tmp_path, failpoint):
     """Killed after its kept contributions were written (an attempt no record holds: ignored), after
     staging, or after the tree state: the next run publishes leaf 3 once, with the truth intact."""
     from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, sigkill_group
 
     conf = tmp_path / "continual.toml"
     conf.write_text(CONTINUAL + SUBPROCESS_SPARK_CONF)
-    batches = _three_continual_runs(root, conf)
+    root = _third_run_landed(spark, two_continual_runs)
     assert cli(conf, root, "ingest").code == 0
     with lakehouse_running_until("--conf", str(conf), "--root", str(root), "release", "--now", "2026-11-10T18:30:00Z",
                                  env={"LAKEHOUSE_FAILPOINT": failpoint}, wait_for=f"FAILPOINT {failpoint}") as proc:
@@ -393,7 +411,7 @@ def test_sigkill_mid_continual_release_then_rerun_is_exactly_once(spark, root, t
         assert [(a["leaf"], a["n"]) for a in audit] == [(1, 1), (2, 1), (3, 1)]
     else:  # staged: published as computed; the rerun is leaf 4 (no new rows)
         assert [(a["leaf"], a["n"]) for a in audit] == [(1, 1), (2, 1), (3, 1), (4, 1)]
-    truth = first_come_first_kept(batches[:3])
+    truth = first_come_first_kept(arrivals(DAY)[:3])
     leaves = sql(conf, root, "SELECT key, sum(true_value) AS total FROM silver.release_tree WHERE "
                  "metric = 'sessions_per_continent' AND level = 0 AND period_start = '2026-11-10' GROUP BY key")
     assert {row["key"]: row["total"] for row in leaves} == {c: float(v) for c, v in truth.items()}

@@ -18,6 +18,7 @@ from support import (
     METRICS,
     ROW_LEVEL,
     CliResult,
+    Template,
     cli,
     lakehouse_running_until,
     sigkill_group,
@@ -230,7 +231,19 @@ def test_release_before_ingest_is_a_clear_error(root, conf):
     assert not root.exists()
 
 
+@pytest.fixture(scope="module")
+def ingested(spark, tmp_path_factory) -> Template:
+    """1,500 sessions in Silver, nothing released: where each kill test starts (built once)."""
+    base = tmp_path_factory.mktemp("ingested")
+    template, conf = Template(base / "lakehouse"), write_conf(base / "release.toml")
+    assert cli(conf, template.root, "generate", "--sessions", "1500", "--seed", "41").code == 0
+    assert cli(conf, template.root, "ingest").code == 0
+    template.save()
+    return template
+
+
 @pytest.mark.slow
+@pytest.mark.xdist_group("ingested")  # one worker builds `ingested` once
 @pytest.mark.parametrize("failpoint", [
     "release-after-stage",  # computed and staged, nothing published
     "release-after-silver.release_audit",  # the record written, not its copy
@@ -238,9 +251,8 @@ def test_release_before_ingest_is_a_clear_error(root, conf):
     "release-after-gold.avg_session_duration_per_device",  # and one of three tables
     None,  # killed while computing
 ])
-def test_sigkill_mid_release_then_rerun_publishes_exactly_once(spark, root, conf, failpoint):
-    cli(conf, root, "generate", "--sessions", "1500", "--seed", "41")
-    assert cli(conf, root, "ingest").code == 0
+def test_sigkill_mid_release_then_rerun_publishes_exactly_once(spark, ingested, conf, failpoint):
+    root = ingested.restore(spark)
     env = {"LAKEHOUSE_FAILPOINT": failpoint} if failpoint else {}
     wait_for = f"FAILPOINT {failpoint}" if failpoint else "release 1:"
     with lakehouse_running_until("--conf", str(conf), "--root", str(root), "release", env=env,

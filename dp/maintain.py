@@ -22,6 +22,7 @@ from pyspark.sql import SparkSession
 
 from dp import budget as dp_budget
 from lakehouse import catalog
+from lakehouse import periods as P
 from lakehouse.config import Config
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
@@ -64,7 +65,7 @@ def maintain(spark: SparkSession, config: Config, loc: Locations, retain_hours: 
     if retain_hours < MIN_RETAIN_HOURS:
         raise LakehouseError(f"--retain-hours {retain_hours}: at least {MIN_RETAIN_HOURS} (7 days, Delta's floor); "
                              "VACUUM removes the files `reprocess --silver-version` time-travels to")
-    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    now = P.utc(now or dt.datetime.now(dt.UTC))
     tables = {"silver.sessions": loc.silver_sessions, "silver.quarantine": loc.silver_quarantine,
               "silver.release_bounds": loc.release_bounds, "silver.release_tree": loc.release_tree,
               "gold.privacy_ledger": loc.privacy_ledger}

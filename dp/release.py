@@ -36,6 +36,7 @@ from dp.plan import (
     plan_reprocess,
 )
 from lakehouse import catalog, failpoints, jvm_bridge, schemas, silver
+from lakehouse import periods as P
 from lakehouse.config import Config, Engine, MetricKind, Period, PrivacyConfig
 from lakehouse.errors import LakehouseError
 from lakehouse.lock import RunLease
@@ -110,8 +111,8 @@ def metric_shares(budgets: list[MetricBudget], privacy: PrivacyConfig) -> dict[s
 
 
 def release_time(now: dt.datetime | None) -> dt.datetime:
-    """The release's clock: `now` (or the wall clock) in UTC, to the second."""
-    return (now or dt.datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    """The release's clock: `now` (or the wall clock) in UTC, to the second; a naive `now` is UTC."""
+    return P.utc(now or dt.datetime.now(UTC)).replace(microsecond=0)
 
 
 def release_dp_metrics(spark: SparkSession, config: Config, loc: Locations, silver_version: int | None = None,

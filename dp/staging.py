@@ -37,6 +37,7 @@ from pyspark.sql import types as T
 
 from dp.plan import AuditRow
 from lakehouse import catalog, failpoints, fs
+from lakehouse import periods as P
 from lakehouse.errors import LakehouseError
 from lakehouse.files import LocalFiles
 from lakehouse.lock import RunLease
@@ -82,7 +83,8 @@ def stage(spark: SparkSession, loc: Locations, release_id: int, tables: Tables) 
 
 def _decoder(kind: T.DataType) -> Callable[[Any], Any]:
     if isinstance(kind, T.TimestampType):
-        return dt.datetime.fromisoformat
+        # naive in files staged before released_at was aware: UTC (PySpark would take it as local time)
+        return lambda v: P.utc(dt.datetime.fromisoformat(v))
     if isinstance(kind, T.DateType):
         return dt.date.fromisoformat
     return lambda v: v

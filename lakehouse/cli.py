@@ -225,7 +225,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
                 from lakehouse.generate import generate
 
                 # the last SAMPLE_DAYS days before today (UTC): closed periods with a time series
-                today = (args.now or dt.datetime.now(dt.UTC)).date()
+                today = (args.now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
                 result = generate(ctx.loc.bronze, args.generate_if_empty, files=max(1, args.generate_if_empty // 20_000),
                                   seed=0, start=today - dt.timedelta(days=SAMPLE_DAYS), days=SAMPLE_DAYS,
                                   duplicate_rate=0.002, bad_rate=0.001)

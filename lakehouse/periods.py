@@ -13,10 +13,16 @@ from lakehouse.config import Period
 UTC = dt.UTC
 
 
+def utc(moment: dt.datetime) -> dt.datetime:
+    """`moment` as an aware UTC datetime; a naive one is taken as UTC, as everywhere in the
+    lakehouse (``datetime.astimezone`` would take it as the process's local time)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def period_start(moment: dt.datetime | dt.date, period: Period) -> dt.date:
     """The first day of the period holding `moment` (a naive datetime is taken as UTC)."""
     if isinstance(moment, dt.datetime):
-        moment = (moment if moment.tzinfo is None else moment.astimezone(UTC)).date()
+        moment = utc(moment).date()
     if period == Period.DAY:
         return moment
     if period == Period.WEEK:

@@ -116,8 +116,7 @@ class AuditState:
 
     @cached_property
     def last_released_at(self) -> dt.datetime | None:
-        times = [t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (r.released_at for r in self.rows)]
-        return max(times, default=None)
+        return max((P.utc(r.released_at) for r in self.rows), default=None)
 
     @cached_property
     def leaf_versions(self) -> dict[dt.date, int]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the heavy modules load when a command needs them: `generate
     from lakehouse.azure import AzureSettings
     from lakehouse.lock import RunLease
 from lakehouse import log
+from lakehouse import periods as P
 from lakehouse.errors import LakehouseError, redact, spark_message
 from lakehouse.storage import Locations, is_url
 
@@ -225,7 +226,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
                 from lakehouse.generate import generate
 
                 # the last SAMPLE_DAYS days before today (UTC): closed periods with a time series
-                today = (args.now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+                today = (args.now or dt.datetime.now(dt.UTC)).date()
                 result = generate(ctx.loc.bronze, args.generate_if_empty, files=max(1, args.generate_if_empty // 20_000),
                                   seed=0, start=today - dt.timedelta(days=SAMPLE_DAYS), days=SAMPLE_DAYS,
                                   duplicate_rate=0.002, bad_rate=0.001)
@@ -358,13 +359,13 @@ def _date(text: str) -> dt.date:
 
 
 def _timestamp(text: str) -> dt.datetime:
-    """ISO 8601; a time without an offset is UTC."""
+    """ISO 8601, as UTC; a time without an offset is UTC."""
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 timestamp such as 2026-11-30T14:00:00Z, got {text!r}") \
             from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return P.utc(value)
 
 
 def _add_now(p: argparse.ArgumentParser) -> None:

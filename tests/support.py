@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -174,6 +175,24 @@ def table_dirs(root: Path, layer: str) -> list[str]:
 def versions(spark, root: Path) -> dict[str, int]:
     return {f"{layer}.{t}": table_version(spark, root / layer / t) for layer in ("silver", "gold")
             for t in table_dirs(root, layer)}
+
+
+@contextlib.contextmanager
+def process_time_zone(zone: str) -> Iterator[None]:
+    """This process in another time zone, as a host or notebook there runs it: PySpark converts
+    Python datetimes with the process's zone, not Spark's session zone. Restored on the way out
+    (cli.main sets TZ=UTC, so a `cli` call inside ends the zone early)."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
 
 
 class Template:

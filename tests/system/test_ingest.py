@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 from oracle import expected_from, pseudonym
-from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, run_cli, session, sigkill_group
+from support import (
+    SUBPROCESS_SPARK_CONF,
+    lakehouse_running_until,
+    process_time_zone,
+    run_cli,
+    session,
+    sigkill_group,
+)
 
 from lakehouse import jvm_bridge
 from streaming.bronze_files import BRONZE_NAME, local_scan
@@ -242,7 +249,7 @@ def test_a_backfill_file_with_old_modification_times_is_not_skipped(spark, root)
     assert silver_rows(spark, root).count() == 2
 
 
-def test_a_redelivery_is_merged_in_a_process_west_of_utc_with_no_dedupe_window(spark, root, monkeypatch):
+def test_a_redelivery_is_merged_in_a_process_west_of_utc_with_no_dedupe_window(spark, root):
     """The batch's window comes from its sessions' times, which PySpark hands to Python in the
     process's time zone: read as UTC, a New York process's window missed a stored session by the
     offset, and with no widening the re-delivered session was appended a second time. (The CLI sets
@@ -254,15 +261,10 @@ def test_a_redelivery_is_merged_in_a_process_west_of_utc_with_no_dedupe_window(s
     config = Config(storage=StorageConfig(root=str(root)), ingest=IngestConfig(dedupe_window_hours=0))
     loc = Locations.from_config(config)
     line = json.dumps(session(fullVisitorId="1", visitId="7", visitStartTime="1470009600"))
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    try:
+    with process_time_zone("America/New_York"):
         for name in ("a.jsonl", "b.jsonl"):
             _write(root / "bronze" / name, [line])
             ingest(spark, config, loc)
-    finally:
-        monkeypatch.undo()
-        time.tzset()
     assert silver_rows(spark, root).count() == 1
 
 

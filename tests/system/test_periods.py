@@ -8,13 +8,12 @@ import contextlib
 import datetime as dt
 import json
 import math
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from oracle import pseudonym
-from support import Template, run_cli, session, versions
+from support import Template, process_time_zone, run_cli, session, versions
 
 CONTINENTS = ("Africa", "Americas", "Asia", "Europe", "Oceania", "(not set)")
 UTC = dt.UTC
@@ -126,7 +125,7 @@ def test_bounds_hold_per_user_per_day(spark):
 
 
 @pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
-def test_a_library_caller_off_utc_releases_whole_utc_days_at_utc_times(spark, root, monkeypatch, zone):
+def test_a_library_caller_off_utc_releases_whole_utc_days_at_utc_times(spark, root, zone):
     """PySpark converts naive datetimes to and from the process's time zone, not Spark's session
     zone. The CLI sets TZ=UTC; code calling ingest() and release_dp_metrics() directly, as the
     bench's hourly simulation does, may run in New York: there a day's window started 5 h late
@@ -143,17 +142,12 @@ def test_a_library_caller_off_utc_releases_whole_utc_days_at_utc_times(spark, ro
     loc = Locations.from_config(config)
     land(root, "d.jsonl", day_of("2026-11-01", range(0, 40), hour=2) + day_of("2026-11-02", range(40, 60), hour=23))
     now = dt.datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
-    monkeypatch.setenv("TZ", zone)
-    time.tzset()
-    try:
+    with process_time_zone(zone):
         ingest(spark, config, loc)
         first = release_dp_metrics(spark, config, loc, now=now)
         second = release_dp_metrics(spark, config, loc, now=now + dt.timedelta(hours=1))
         stored = spark.sql(f"SELECT DISTINCT CAST(released_at AS STRING) AS t FROM delta.`{loc.privacy_ledger}`")
         stored = [r.t for r in stored.collect()]
-    finally:
-        monkeypatch.undo()
-        time.tzset()
     assert first.rows_in == {dt.date(2026, 11, 1): 40, dt.date(2026, 11, 2): 20}
     assert second.release_id is None and "nothing to release" in second.message, second.message
     assert stored == ["2026-11-03 12:00:00"]

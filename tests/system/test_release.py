@@ -21,6 +21,7 @@ from support import (
     Template,
     cli,
     lakehouse_running_until,
+    process_time_zone,
     sigkill_group,
     snapshot,
     sql_json,
@@ -184,25 +185,19 @@ def test_gold_time_travel_and_no_row_level_columns(spark, scenario):
     assert spark.read.format("delta").load(str(gold / "avg_session_duration_per_device")).count() == 3 * 4
 
 
-def test_a_host_west_of_utc_records_release_times_in_utc(root, conf, monkeypatch):
+def test_a_host_west_of_utc_records_release_times_in_utc(root, conf):
     """PySpark converts naive datetimes with the process's time zone: on a New York host the first
     release's time was stored 5 h late, and the next run - read back through delta-rs, which keeps
     UTC - refused as going back in time."""
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    try:
+    with process_time_zone("America/New_York"):
         assert cli(conf, root, "generate", "--sessions", "300", "--seed", "31").code == 0
         assert cli(conf, root, "run").code == 0
-        os.environ["TZ"] = "America/New_York"  # as a fresh process on that host would start
-        time.tzset()
+    with process_time_zone("America/New_York"):  # as a fresh process on that host would start
         r = cli(conf, root, "release")
-        assert r.code == 0 and "nothing to release" in r.out, r.err
-        released = sql_json(conf, root, "SELECT CAST(released_at AS STRING) AS t FROM gold.privacy_ledger")
-        stored = dt.datetime.fromisoformat(released[0]["t"]).replace(tzinfo=dt.UTC)
-        assert abs(stored - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=10)
-    finally:
-        monkeypatch.undo()
-        time.tzset()
+    assert r.code == 0 and "nothing to release" in r.out, r.err
+    released = sql_json(conf, root, "SELECT CAST(released_at AS STRING) AS t FROM gold.privacy_ledger")
+    stored = dt.datetime.fromisoformat(released[0]["t"]).replace(tzinfo=dt.UTC)
+    assert abs(stored - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=10)
 
 
 @pytest.mark.parametrize("caps, limit", [((1.5, 1e-5), "epsilon_cap"), ((10.0, 1.5e-6), "delta_cap")])

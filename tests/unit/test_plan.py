@@ -289,21 +289,19 @@ def test_a_configured_first_period_starts_the_series_whatever_the_data():
 
 
 @pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
-def test_a_naive_time_is_utc_whatever_the_process_time_zone(monkeypatch, zone):
+def test_a_naive_time_is_utc_whatever_the_process_time_zone(zone):
     """A library caller's naive `now` (datetime.utcnow(), say), and a released_at staged naive by an
     earlier version, are UTC as everywhere else in the lakehouse: `astimezone` took them as local
     time, and in Tokyo a run at 01:30 UTC on Jan 2 planned from Jan 1, 16:30."""
     import json
-    import time
 
     from pyspark.sql import types as T
+    from support import process_time_zone
 
     from dp.release import release_time
     from dp.staging import parse_staged
 
-    monkeypatch.setenv("TZ", zone)
-    time.tzset()
-    try:
+    with process_time_zone(zone):
         assert release_time(dt.datetime(2024, 1, 2, 1, 30, 5, 7)) == dt.datetime(2024, 1, 2, 1, 30, 5, tzinfo=UTC)
         assert release_time(dt.datetime(2024, 1, 2, 10, 30, tzinfo=dt.timezone(dt.timedelta(hours=9)))) == \
             dt.datetime(2024, 1, 2, 1, 30, tzinfo=UTC)
@@ -311,6 +309,3 @@ def test_a_naive_time_is_utc_whatever_the_process_time_zone(monkeypatch, zone):
         staged = json.dumps({"tables": {"t": {"schema": schema.jsonValue(),
                                               "rows": [{"released_at": "2026-11-03T12:00:00"}]}}})
         assert parse_staged(staged, "release-1.json")["t"][1] == [(dt.datetime(2026, 11, 3, 12, tzinfo=UTC),)]
-    finally:
-        monkeypatch.undo()
-        time.tzset()

@@ -10,6 +10,7 @@ py4j gateway, so Spark Connect sessions (Databricks serverless, `sc://` remotes)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -65,12 +66,19 @@ def executed_plan_text(df: DataFrame) -> str:
     return str(df._jdf.queryExecution().executedPlan().toString())
 
 
-def check_file(spark: SparkSession, path: str, keep: int) -> tuple[str, bytes] | None:
-    """None if the file reads to its end through Hadoop's codec for its name; else (cause, the first
-    `keep` bytes that could be read). (lakehouse/jvm/BronzeFile.java)"""
-    problem = _jvm(spark).dplakehouse.BronzeFile.check(
+@dataclass(frozen=True)
+class FileCheck:
+    """A Bronze file read to its end through Hadoop's codec for its name (lakehouse/jvm/BronzeFile.java)."""
+
+    cause: str | None  # why it could not be read to its end; None if it could
+    prefix: bytes  # when it could not: up to `keep` bytes of what was read before the error
+    utf8: bool  # it could, and all of it is valid UTF-8
+
+
+def check_file(spark: SparkSession, path: str, keep: int) -> FileCheck:
+    cause, prefix, utf8 = _jvm(spark).dplakehouse.BronzeFile.check(
         spark.sparkContext._jsc.hadoopConfiguration(), path, keep)
-    return None if problem is None else (str(problem[0]), bytes(problem[1]))
+    return FileCheck(None if cause is None else str(cause), bytes(prefix or b""), bool(utf8))
 
 
 def scan_files(spark: SparkSession, directory: str, event_name: str) -> tuple[int, list[str]]:

@@ -129,13 +129,13 @@ def _field(path: tuple[str, ...]) -> Column:
     return col
 
 
-def _typed(parsed: DataFrame) -> DataFrame:
+def _typed(parsed: DataFrame, utf8_lines: Column) -> DataFrame:
     """Step 1: every value trimmed and cast once. (Spark keeps this projection apart from the next
     one rather than recomputing each cast in every branch of the reason's CASE WHEN.)"""
     rec = F.col("rec")
     columns: list[Column | str] = [
         "raw", "source_file",
-        F.is_valid_utf8("raw").alias("_utf8"),
+        (utf8_lines | F.is_valid_utf8("raw")).alias("_utf8"),  # OR skips the check where it holds
         "_one_value",
         rec.isNull().alias("_no_record"),
         rec[CORRUPT_COLUMN].isNotNull().alias("_corrupt"),
@@ -189,7 +189,8 @@ def _reason() -> Column:
     return reason
 
 
-def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column | None = None) -> DataFrame:
+def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column | None = None,
+                     utf8_lines: Column | None = None) -> DataFrame:
     """Raw lines -> one row per line with every Silver column plus ``reason`` and ``raw``.
 
     ``reason`` is null for a valid session and names the first problem otherwise, as
@@ -197,11 +198,14 @@ def bronze_to_silver(lines: DataFrame, pseudonym_key: bytes, ingested_at: Column
     out_of_range. (Whole files that cannot be read are quarantined by streaming.ingest as
     unreadable_file.)
     ``raw`` is the original line for a quarantined row and null for a valid one (which needs no copy).
+    ``utf8_lines`` holds for lines known to be valid UTF-8 (the ingest checks whole files), which
+    are then not checked again; every other line is.
     """
     ingested_at = ingested_at if ingested_at is not None else F.current_timestamp()
     visit_id, start, pageviews, time_on_site = (f.col("int") for f in _INTEGER_FIELDS)
     visitor = F.col("_visitor")
-    with_reason = _typed(parse_bronze(lines)).withColumn("reason", _reason())
+    known_utf8 = utf8_lines if utf8_lines is not None else F.lit(False)
+    with_reason = _typed(parse_bronze(lines), known_utf8).withColumn("reason", _reason())
     return with_reason.select(
         hmac_sha256_hex(pseudonym_key, session_message(visitor, visit_id)).alias("session_id"),
         hmac_sha256_hex(pseudonym_key, visitor).alias("user_id"),

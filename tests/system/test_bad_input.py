@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 from oracle import pseudonym
 from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, lakehouse_subprocess, run_cli, session, sigkill_group
 
@@ -98,6 +99,59 @@ def test_lines_that_are_not_utf8_or_not_one_object_are_quarantined(spark, root):
         pseudonym(f"{v}/{1_500_000_000 + v}") for v in (6, 7, 8)}
     # nothing in Silver holds a replacement character
     assert not [row for row in _table(spark, root, "sessions").collect() if "\ufffd" in str(row.asDict())]
+
+
+# Byte sequences the whole-file UTF-8 check (BronzeFile.check, in the JVM's decoder) must judge as
+# Spark's per-line is_valid_utf8 does: the ingest only checks line by line the files it found invalid.
+UTF8_CASES = {
+    "ascii": b"plain", "2-byte": "\u00e9".encode(), "3-byte": "\u20ac".encode(), "4-byte": "\U0001f600".encode(),
+    "U+10FFFF": b"\xf4\x8f\xbf\xbf", "U+FFFE": "\ufffe".encode(), "BOM": b"\xef\xbb\xbf", "NUL": b"\x00",
+    "stray continuation": b"\x80", "continuation after ASCII": b"a\xbf", "lone lead": b"\xc3",
+    "overlong C0": b"\xc0\xaf", "overlong C1": b"\xc1\xbf", "overlong 3-byte": b"\xe0\x80\xaf",
+    "overlong 4-byte": b"\xf0\x80\x80\xaf", "high surrogate": b"\xed\xa0\x80", "low surrogate": b"\xed\xbf\xbf",
+    "CESU-8 pair": b"\xed\xa0\xbd\xed\xb8\x80", "above U+10FFFF": b"\xf4\x90\x80\x80", "F5": b"\xf5\x80\x80\x80",
+    "5-byte": b"\xf8\x88\x80\x80\x80", "FE": b"\xfe", "FF": b"\xff", "cut 3-byte": b"\xe2\x82",
+    "cut 4-byte": b"\xf0\x9f\x98",
+}
+BUFFER = 1 << 16  # BronzeFile.check reads this many bytes at a time
+
+
+def test_the_whole_file_utf8_check_agrees_with_sparks_line_check(spark, tmp_path):
+    from lakehouse.jvm_bridge import check_file
+
+    files = {f"{i:02d}.jsonl": b"x" + sequence + b"y\n" for i, sequence in enumerate(UTF8_CASES.values())}
+    euro = "\u20ac".encode()
+    files.update({  # where the check's buffer ends: a sequence cut by it is completed by the next read
+        "straddles.jsonl": b"a" * (BUFFER - 1) + euro + b"\n",
+        "straddles-cut.jsonl": b"a" * (BUFFER - 1) + euro[:2] + b"\n",
+        "late-bad.jsonl": b"a" * (3 * BUFFER) + b"\n\xff\n",
+        "ends-cut.jsonl": b"a" * BUFFER + b"\n" + euro[:2],
+        "late-bad.jsonl.gz": gzip.compress(b"b" * (2 * BUFFER + 7) + b"\n\xc3\n"),
+        "fine.jsonl.gz": gzip.compress((b"a" * 100 + euro + b"\n") * 2000),
+    })
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    per_line = {Path(r["file"]).name: r["valid"] for r in spark.read.text(str(tmp_path)).groupBy(
+        F.col("_metadata.file_path").alias("file")).agg(F.bool_and(F.is_valid_utf8("value")).alias("valid")).collect()}
+    whole = {name: check_file(spark, (tmp_path / name).as_uri(), 16).utf8 for name in files}
+    assert whole == per_line
+    assert sum(whole.values()) == 8 + 2  # the eight valid cases, straddles and fine.jsonl.gz
+
+
+def test_an_invalid_line_deep_in_a_file_is_quarantined_alone(spark, root):
+    bronze = root / "bronze"
+    bronze.mkdir(parents=True)
+    lines = [_line(v).encode() for v in range(300)]  # ~100 KB: the bad line comes after the first buffer
+    latin = json.loads(_line(1000))
+    latin["geoNetwork"]["country"] = "Cura\u00e7ao"
+    lines.insert(250, json.dumps(latin, ensure_ascii=False).encode("latin-1"))
+    (bronze / "mostly-fine.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (bronze / "fine.jsonl").write_bytes("".join(_line(v) + "\n" for v in range(2000, 2010)).encode())
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 0, r.err
+    (bad,) = _table(spark, root, "quarantine").collect()
+    assert bad["reason"].startswith("not_utf8") and bad["source_file"].endswith("mostly-fine.jsonl")
+    assert _table(spark, root, "sessions").count() == 310
 
 
 def test_a_json_array_file_is_named_once_with_the_fix(spark, root):

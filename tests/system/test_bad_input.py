@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 from oracle import pseudonym
+from pyspark.sql import functions as F
 from support import SUBPROCESS_SPARK_CONF, lakehouse_running_until, lakehouse_subprocess, run_cli, session, sigkill_group
 
 

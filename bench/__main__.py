@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks the bench runs")
     parser.add_argument("--in-process", action="store_true", help="run the tasks in this process's Spark session")
-    parser.add_argument("--only", choices=["hourly"],
-                        help="hourly: only the simulation of months of hourly runs and its cold runs (~1 h)")
+    parser.add_argument("--only", choices=["hourly", "main"],
+                        help="hourly: only the simulation of months of hourly runs and its cold runs (~1 h); "
+                             "main: everything else (~20 min)")
     parser.add_argument("--data", type=Path, default=REPO / "bench" / "data")
     parser.add_argument("--out", type=Path, help="default bench/results/latest.json (with --only: <part>.json)")
     args = parser.parse_args(argv)
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         figs = hourly_figures(hourly := hourly_runs(work / "hourly", args.data, hourly_days, 24, reps, args.in_process))
     else:
         parts = measure(args, work, sessions, large, increment, reps, reference)
-        hourly = hourly_runs(work / "hourly", args.data, hourly_days, 2 if args.smoke else 24, reps, args.in_process)
+        hourly = {} if args.only == "main" else hourly_runs(work / "hourly", args.data, hourly_days,
+                                                            2 if args.smoke else 24, reps, args.in_process)
         figs = {**figures(**parts), **hourly_figures(hourly)}
     print(table(figs))
     report = {

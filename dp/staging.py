@@ -147,9 +147,9 @@ def publish(spark: SparkSession, loc: Locations, release_id: int, tables: Tables
         if recovering and catalog.holds_rows(spark, path, F.col("release_id") == release_id):
             return
         lease.check(f"publishing release {release_id} to {table}")
-        # the first release's append creates each table with its properties: one commit, not two
-        properties = {AUDIT: catalog.APPEND_ONLY, LEDGER: catalog.APPEND_ONLY, TREE: None}.get(table, catalog.RELEASE_STATS)
-        catalog.append(spark, path, schema, rows, properties)
+        if table in (AUDIT, LEDGER):
+            catalog.ensure_table(spark, path, schema, catalog.APPEND_ONLY)
+        catalog.append(spark, path, schema, rows, catalog.RELEASE_STATS if table not in PUBLISH_FIRST else None)
         failpoints.reached(f"release-after-{table}")
 
     for table in PUBLISH_FIRST:

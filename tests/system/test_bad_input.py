@@ -138,19 +138,22 @@ def test_the_whole_file_utf8_check_agrees_with_sparks_line_check(spark, tmp_path
     assert sum(whole.values()) == 8 + 2  # the eight valid cases, straddles and fine.jsonl.gz
 
 
-def test_an_invalid_line_deep_in_a_file_is_quarantined_alone(spark, root):
+def test_an_invalid_line_deep_in_a_file_whose_name_needs_escaping_is_quarantined_alone(spark, root):
     bronze = root / "bronze"
     bronze.mkdir(parents=True)
     lines = [_line(v).encode() for v in range(300)]  # ~100 KB: the bad line comes after the first buffer
     latin = json.loads(_line(1000))
     latin["geoNetwork"]["country"] = "Cura\u00e7ao"
     lines.insert(250, json.dumps(latin, ensure_ascii=False).encode("latin-1"))
-    (bronze / "mostly-fine.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    (bronze / "fine.jsonl").write_bytes("".join(_line(v) + "\n" for v in range(2000, 2010)).encode())
+    # the stream names files by escaped URI (%20, %25): the file check must open this file, not
+    # "mostly%20fine...", nor find nothing and quarantine it whole as unreadable
+    (bronze / "mostly fine 100%.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (bronze / "mostly%20fine 100%25.jsonl").write_bytes("".join(_line(v) + "\n" for v in range(2000, 2010)).encode())
     r = run_cli("--root", str(root), "ingest")
     assert r.code == 0, r.err
+    assert "cannot be read" not in r.err
     (bad,) = _table(spark, root, "quarantine").collect()
-    assert bad["reason"].startswith("not_utf8") and bad["source_file"].endswith("mostly-fine.jsonl")
+    assert bad["reason"].startswith("not_utf8") and bad["source_file"].endswith("mostly%20fine%20100%25.jsonl")
     assert _table(spark, root, "sessions").count() == 310
 
 

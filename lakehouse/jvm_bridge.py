@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from py4j.java_gateway import JavaClass
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.errors import LakehouseError
@@ -75,15 +76,25 @@ class FileCheck:
     utf8: bool  # it could, and all of it is valid UTF-8
 
 
+def _bronze_file(spark: SparkSession) -> Any:
+    """Our own class (lakehouse/jvm/BronzeFile.java). py4j names a class the JVM lacks as a package,
+    which fails only when called, as "'JavaPackage' object is not callable"; the likely cause is a
+    checkout whose lakehouse/jvm changed since `make setup` built the jar."""
+    bronze_file = _jvm(spark).dplakehouse.BronzeFile
+    if not isinstance(bronze_file, JavaClass):
+        raise LakehouseError("Spark has no class dplakehouse.BronzeFile: lakehouse-jvm.jar, which `make setup` builds "
+                             "from lakehouse/jvm into .jars/, is missing or older than its sources; run `make setup`")
+    return bronze_file
+
+
 def check_file(spark: SparkSession, path: str, keep: int) -> FileCheck:
-    cause, prefix, utf8 = _jvm(spark).dplakehouse.BronzeFile.check(
-        spark.sparkContext._jsc.hadoopConfiguration(), path, keep)
+    cause, prefix, utf8 = _bronze_file(spark).check(spark.sparkContext._jsc.hadoopConfiguration(), path, keep)
     return FileCheck(None if cause is None else str(cause), bytes(prefix or b""), bool(utf8))
 
 
 def scan_files(spark: SparkSession, directory: str, event_name: str) -> tuple[int, list[str]]:
     """(how many visible files under `directory` match the regex `event_name`, the others' paths)."""
-    events, ignored = _jvm(spark).dplakehouse.BronzeFile.scan(
+    events, ignored = _bronze_file(spark).scan(
         spark.sparkContext._jsc.hadoopConfiguration(), directory, event_name)
     return int(events), sorted(str(p) for p in ignored)
 

@@ -157,6 +157,28 @@ def test_an_invalid_line_deep_in_a_file_whose_name_needs_escaping_is_quarantined
     assert _table(spark, root, "sessions").count() == 310
 
 
+def test_a_checkout_newer_than_its_built_jar_is_told_to_run_make_setup(spark, root, monkeypatch):
+    """After a pull that changed lakehouse/jvm, Spark may run without our classes: py4j then hands
+    out a package for the missing class, which failed only when called, as a TypeError."""
+    from lakehouse import jvm_bridge
+
+    real = jvm_bridge._jvm
+
+    class WithoutOurJar:  # the JVM as seen without lakehouse-jvm.jar: dplakehouse.* are no classes
+        def __init__(self, jvm):
+            self.jvm = jvm
+
+        def __getattr__(self, name):
+            return getattr(self.jvm, "no_such_package_here" if name == "dplakehouse" else name)
+
+    monkeypatch.setattr(jvm_bridge, "_jvm", lambda spark: WithoutOurJar(real(spark)))
+    (root / "bronze").mkdir(parents=True)
+    (root / "bronze" / "one.jsonl").write_text(_line(1) + "\n")
+    r = run_cli("--root", str(root), "ingest")
+    assert r.code == 1 and "dplakehouse.BronzeFile" in r.error and "run `make setup`" in r.error
+    assert "Traceback" not in r.err and "JavaPackage" not in r.err
+
+
 def test_a_json_array_file_is_named_once_with_the_fix(spark, root):
     bronze = root / "bronze"
     bronze.mkdir(parents=True)

@@ -76,15 +76,33 @@ class FileCheck:
     utf8: bool  # it could, and all of it is valid UTF-8
 
 
-def _bronze_file(spark: SparkSession) -> Any:
-    """Our own class (lakehouse/jvm/BronzeFile.java). py4j names a class the JVM lacks as a package,
+def _our_class(spark: SparkSession, name: str) -> Any:
+    """Our own class (lakehouse/jvm/<name>.java). py4j names a class the JVM lacks as a package,
     which fails only when called, as "'JavaPackage' object is not callable"; the likely cause is a
     checkout whose lakehouse/jvm changed since `make setup` built the jar."""
-    bronze_file = _jvm(spark).dplakehouse.BronzeFile
-    if not isinstance(bronze_file, JavaClass):
-        raise LakehouseError("Spark has no class dplakehouse.BronzeFile: lakehouse-jvm.jar, which `make setup` builds "
+    cls = getattr(_jvm(spark).dplakehouse, name)
+    if not isinstance(cls, JavaClass):
+        raise LakehouseError(f"Spark has no class dplakehouse.{name}: lakehouse-jvm.jar, which `make setup` builds "
                              "from lakehouse/jvm into .jars/, is missing or older than its sources; run `make setup`")
-    return bronze_file
+    return cls
+
+
+def _bronze_file(spark: SparkSession) -> Any:
+    return _our_class(spark, "BronzeFile")
+
+
+def bounding(spark: SparkSession) -> Any:
+    """The release's contribution bounding per task (lakehouse/jvm/Bounding.java)."""
+    return _our_class(spark, "Bounding")
+
+
+def int_array(spark: SparkSession, values: list[int]) -> Any:
+    """A Java int[] of `values`, for our own classes' arguments."""
+    jvm = _jvm(spark)
+    array = spark.sparkContext._gateway.new_array(jvm.int, len(values))  # type: ignore[union-attr]
+    for i, v in enumerate(values):
+        array[i] = v
+    return array
 
 
 def check_file(spark: SparkSession, path: str, keep: int) -> FileCheck:

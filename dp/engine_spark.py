@@ -1,9 +1,10 @@
 """The default DP engine: contribution bounding and aggregation in Spark, noise by PipelineDP.
 
 PipelineDP's SparkRDDBackend moves every row through Python. Here the rows never leave the JVM,
-and all metrics share one pass: the release's rows are grouped once per privacy unit - the user,
-or (user, period) when the privacy unit has a period - and for every metric Spark enforces the
-contribution bounds PipelineDP would enforce per unit -
+and all metrics share one pass: the release's rows are shuffled once by privacy unit - the user,
+or (user, period) when the privacy unit has a period - and each task of that shuffle enforces, for
+every metric, the contribution bounds PipelineDP would enforce per unit (lakehouse/jvm/Bounding.java)
+-
 
 * drop rows outside the public partitions (if the metric has them),
 * keep at most ``max_partitions_contributed`` of the unit's partitions, chosen uniformly at random,
@@ -27,16 +28,18 @@ release, measured).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import secrets
+from functools import partial
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from dp.metrics import MetricBudget
 from dp.noise import Accumulator, MetricResult, Partition, apply_noise
+from lakehouse import jvm_bridge
 from lakehouse.config import MetricConfig, MetricKind
 
-ALL_ROWS = -1  # the metric index of the pseudo-metric that counts every row read (rows_in)
+ALL_ROWS = -1  # the metric index under which Bounding.java counts the rows read per period (rows_in)
 
 
 def metric_value(metric: MetricConfig) -> Column:
@@ -50,12 +53,6 @@ def metric_value(metric: MetricConfig) -> Column:
     return clamped - F.lit((metric.min_value + metric.max_value) / 2) if metric.kind == MetricKind.MEAN else clamped
 
 
-def _per_metric(metrics: tuple[MetricConfig, ...], value: Callable[[MetricConfig], int]) -> Column:
-    """A per-row bound chosen by the row's metric index ``m``; no bound for the ALL_ROWS count."""
-    bounds = F.element_at(F.array(*[F.lit(value(m)) for m in metrics]), F.col("m") + 1)
-    return F.when(F.col("m") == ALL_ROWS, F.lit(2**62)).otherwise(bounds)
-
-
 def privacy_unit() -> Column:
     """The privacy unit as a 64-bit hash of (user_id, period_start): shuffles and sorts on a long are
     ~2x faster than on the 64-character pseudonym (measured). A collision (p ~ n^2 / 2^65: ~1e-8 for
@@ -64,9 +61,10 @@ def privacy_unit() -> Column:
     return F.xxhash64("user_id", "period_start")
 
 
-# Rows of the release per task of its shuffle by unit: each task's aggregation and sort then hold
-# a bounded share, however large the release (a 10M-row release in 8 tasks took the JVM to its 2 GB
-# heap, peak RSS 2.5 GB and 87 s; in 64 tasks 1.3 GB and 65 s, measured).
+# Rows of the release per task of its shuffle by unit: each task's bounding then holds a bounded
+# share of the units in memory, however large the release (with Spark's aggregation and sort, a
+# 10M-row release in 8 tasks took the JVM to its 2 GB heap, peak RSS 2.5 GB and 87 s; in 64 tasks
+# 1.3 GB and 65 s, measured).
 ROWS_PER_TASK = 150_000
 
 
@@ -76,56 +74,45 @@ def unit_partitions(sessions: DataFrame, expected_rows: int) -> int:
     return max(configured, -(-expected_rows // ROWS_PER_TASK))
 
 
-def bounded_contributions(sessions: DataFrame, metrics: tuple[MetricConfig, ...], expected_rows: int = 0) -> DataFrame:
-    """Sessions (with ``period_start``, null for period "none") -> (unit, period_start, m, key, count,
-    value_sum): one row per kept (unit, metric, partition), m the metric's index in ``metrics``; and
-    one row per unit with m = ALL_ROWS counting all of its rows, unbounded (the exact rows_in).
-
-    The rows are shuffled by unit once; everything after runs within those partitions:
-
-    * rows outside a metric's public partitions are dropped before bounding, as PipelineDP does;
-    * per (unit, partition) at most ``max_contributions_per_partition`` rows: the count is capped,
-      and the sum of values scaled to the capped count (k rows at the mean of the unit's n);
-    * per unit at most ``max_partitions_contributed`` partitions, uniformly at random.
-
-    Every metric's rows go through one exploded pipeline (one row per session and metric), so the
-    session rows are scanned and shuffled once for all metrics (measured, 1M rows and the three
-    default metrics: 5 s, against 8 s for a shuffled checkpoint scanned once per metric).
-    """
+def bounding_input(sessions: DataFrame, metrics: tuple[MetricConfig, ...], expected_rows: int = 0) -> DataFrame:
+    """Sessions (with ``period_start``, null for period "none") -> the rows the bounding reads, shuffled
+    by privacy unit, once for all metrics: (unit, period_start, then per metric m: key{m}, value{m},
+    kept{m}). kept is false outside the metric's public partitions, whose rows are dropped before
+    bounding, as PipelineDP does; value is what gets summed (``metric_value``)."""
     columns = sorted({m.group_by for m in metrics} | {m.value for m in metrics if m.value})
     rows = (sessions.select(privacy_unit().alias("unit"), "period_start", *columns)
             .repartition(unit_partitions(sessions, expected_rows), "unit"))
-    entries = [F.struct(F.lit(ALL_ROWS).alias("m"), F.lit(None).cast("string").alias("key"), F.lit(0.0).alias("value"))]
+    per_metric = []
     for i, m in enumerate(metrics):
-        entry = F.struct(F.lit(i).alias("m"), F.col(m.group_by).alias("key"), metric_value(m).alias("value"))
-        entries.append(entry if m.public_partitions is None else
-                       F.when(F.col(m.group_by).isin(*m.public_partitions), entry))
-    cap = _per_metric(metrics, lambda m: m.max_contributions_per_partition)
-    per_partition = (rows.select("unit", "period_start", F.explode(F.array(*entries)).alias("e"))
-                     .where(F.col("e").isNotNull()).select("unit", "period_start", "e.*")
-                     .groupBy("unit", "period_start", "m", "key")
-                     .agg(F.count(F.lit(1)).alias("rows"), F.sum("value").alias("value_sum"))
-                     .withColumn("count", F.least("rows", cap))
-                     .withColumn("value_sum", F.when(F.col("rows") > F.col("count"),
-                                                     F.col("value_sum") * F.col("count") / F.col("rows"))
-                                 .otherwise(F.col("value_sum")))  # x * n / n can be x plus an ulp
-                     .drop("rows"))
-    # The window's sort leads with a hash of (unit, m): rows of a unit, one per metric and partition,
-    # then differ in the sort's 8-byte prefix, and only a unit's several partitions of one metric
-    # need a full comparison (sorted by unit first, every row of a unit did: 0.5 s of ~2 s, measured).
-    by_unit_metric = Window.partitionBy("_g", "unit", "m").orderBy("_r")
-    return (per_partition.withColumn("_g", F.xxhash64("unit", "m")).withColumn("_r", F.rand())
-            .withColumn("_n", F.row_number().over(by_unit_metric))
-            .where(F.col("_n") <= _per_metric(metrics, lambda m: m.max_partitions_contributed))
-            .drop("_g", "_r", "_n"))
+        kept = F.lit(True) if m.public_partitions is None else F.coalesce(
+            F.col(m.group_by).isin(*m.public_partitions), F.lit(False))
+        per_metric += [F.col(m.group_by).cast("string").alias(f"key{i}"),
+                       metric_value(m).cast("double").alias(f"value{i}"), kept.alias(f"kept{i}")]
+    return rows.select("unit", F.col("period_start").cast("date").alias("period_start"), *per_metric)
 
 
 def accumulators_frame(sessions: DataFrame, metrics: tuple[MetricConfig, ...], expected_rows: int = 0) -> DataFrame:
     """(m, period_start, key, count, value_sum, users) for every metric's partitions, and per period
-    the ALL_ROWS total."""
-    return (bounded_contributions(sessions, metrics, expected_rows).groupBy("m", "period_start", "key")
-            .agg(F.sum("count").alias("count"), F.sum("value_sum").alias("value_sum"),
-                 F.count(F.lit(1)).alias("users")))
+    the ALL_ROWS count of the rows read.
+
+    The rows are shuffled by unit once (``bounding_input``); each task then bounds its units
+    (lakehouse/jvm/Bounding.java) and passes on only its totals per (metric, period, key):
+
+    * per (unit, partition) at most ``max_contributions_per_partition`` rows: the count is capped,
+      and the sum of values scaled to the capped count (k rows at the mean of the unit's n);
+    * per unit at most ``max_partitions_contributed`` partitions, uniformly at random (a fresh seed
+      per call);
+
+    and, unbounded, every row read per period (the exact rows_in of the restricted record).
+    """
+    spark = sessions.sparkSession
+    to_java = partial(jvm_bridge.int_array, spark)
+    per_task = jvm_bridge.bounding(spark).totals(
+        bounding_input(sessions, metrics, expected_rows)._jdf,
+        to_java([m.max_contributions_per_partition for m in metrics]),
+        to_java([m.max_partitions_contributed for m in metrics]), secrets.randbits(63))
+    return (DataFrame(per_task, spark).groupBy("m", "period_start", "key")
+            .agg(F.sum("count").alias("count"), F.sum("value_sum").alias("value_sum"), F.sum("users").alias("users")))
 
 
 Accumulators = dict[str, dict[Partition, Accumulator]]  # metric name -> partition -> bounded totals
@@ -141,7 +128,7 @@ def collect_accumulators(sessions: DataFrame, metrics: tuple[MetricConfig, ...],
             rows_in[r["period_start"]] = int(r["count"])
         else:
             out[metrics[r["m"]].name][(r["period_start"], r["key"])] = Accumulator(
-                int(r["count"]), float(r["value_sum"] or 0.0), int(r["users"]))
+                int(r["count"]), float(r["value_sum"]), int(r["users"]))
     return out, rows_in
 
 

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from scipy import stats
 
 from dp import engine_pipelinedp, engine_spark
-from dp.engine_spark import accumulators_frame, bounded_contributions, collect_accumulators
+from dp.engine_spark import bounding_input, collect_accumulators
 from dp.metrics import metric_budgets
 from dp.noise import apply_noise
 from lakehouse.config import MetricConfig, PrivacyConfig
@@ -203,15 +203,27 @@ def test_contribution_bounds_cap_partitions_per_user(spark):
         count = dataclasses.replace(COUNT, max_partitions_contributed=l0, max_contributions_per_partition=4)
         total = dataclasses.replace(count, name="total", kind="SUM", value="total_time_on_page", min_value=0.0,
                                     max_value=1.0)
-        bounded = bounded_contributions(df, (count, total)).collect()
-        for m in (0, 1):  # the traveller keeps l0 partitions of 4 rows, the local user all 2 rows
-            assert sorted(r["count"] for r in bounded if r["m"] == m) == [2] + [4] * l0
-        assert sorted(round(r["value_sum"], 9) for r in bounded if r["m"] == 1) == sorted([round(4 * 5 / 9, 9)] * l0 + [2])
+        totals, rows_in = collect_accumulators(df, (count, total))
+        for name in ("sessions_per_continent", "total"):  # the traveller keeps l0 partitions of 4 rows
+            kept = totals[name].values()
+            assert sum(a.users for a in kept) == 1 + l0
+            assert sum(a.count for a in kept) == 2 + 4 * l0
+        assert sum(a.value_sum for a in totals["total"].values()) == pytest.approx(4 * 5 / 9 * l0 + 2, abs=1e-9)
         private = dataclasses.replace(count, public_partitions=None)
         totals, rows_in = collect_accumulators(df, (private,))
         assert sum(a.users for a in totals[private.name].values()) == 1 + l0
         assert sum(a.count for a in totals[private.name].values()) == 2 + 4 * l0
         assert rows_in == {None: len(rows)}
+
+
+def test_rows_outside_the_public_partitions_are_dropped_before_bounding(spark):
+    """As in PipelineDP: 50 users each with a session in Asia (public) and one in Atlantis (not),
+    L0 = 1: every user keeps Asia. Bounding first would spend about half of them on Atlantis."""
+    rows = [(f"u{u}", c, 0) for u in range(50) for c in ("Asia", "Atlantis")]
+    totals, rows_in = collect_accumulators(frame(spark, rows, "user_id string, continent string, total_time_on_page int"),
+                                           (COUNT,))
+    assert {k: a.users for k, a in totals[COUNT.name].items()} == {(None, "Asia"): 50}
+    assert rows_in == {None: 100}  # every row read counts, kept or not
 
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
@@ -235,16 +247,14 @@ def test_a_large_release_is_shuffled_in_more_tasks(sessions_df):
     configured = int(sessions_df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
     for expected, tasks in ((0, configured), (engine_spark.ROWS_PER_TASK * configured, configured),
                             (engine_spark.ROWS_PER_TASK * 100 + 1, 101)):
-        plan = executed_plan_text(accumulators_frame(sessions_df, (COUNT, MEAN), expected))
+        plan = executed_plan_text(bounding_input(sessions_df, (COUNT, MEAN), expected))
         shuffled = re.search(r"hashpartitioning\(unit#\w+, (\d+)\)", plan)
         assert shuffled is not None and int(shuffled.group(1)) == tasks, plan
 
 
 def test_bounding_shuffles_the_rows_once(sessions_df):
-    """All metrics are bounded on the rows as shuffled by privacy unit, once; only the small per-partition
-    totals are shuffled again. A grouping or window that lost the user partitioning would add a
-    full shuffle of the rows per metric."""
-    plan = executed_plan_text(accumulators_frame(sessions_df, (COUNT, MEAN)))
+    """All metrics are bounded on the rows as shuffled by privacy unit, once: a plan that shuffled
+    per metric would move every row once per metric."""
+    plan = executed_plan_text(bounding_input(sessions_df, (COUNT, MEAN)))
     exchanges = [line.strip() for line in plan.splitlines() if "Exchange" in line]
-    assert len([e for e in exchanges if "unit" in e]) == 1, exchanges
-    assert len(exchanges) == 2, exchanges  # and the totals by (metric, partition)
+    assert len(exchanges) == 1 and "unit" in exchanges[0], exchanges

@@ -237,6 +237,21 @@ def test_a_user_who_gives_up_partitions_keeps_a_uniformly_chosen_one(spark):
         assert stats.chisquare(counts).pvalue > 1e-4, counts
 
 
+def test_each_release_draws_its_own_partition_sample(spark):
+    """One user in 3 partitions, L0 = 1, released 15 times: the kept partition is drawn afresh each
+    time, so all 15 agree with probability 3^-14 (2e-7). A sample seeded alike in every release
+    keeps the same partition every time."""
+    rows = [("traveller", c, 0) for c in ("Asia", "Europe", "Oceania")]
+    m = MetricConfig(name="c", kind=MetricKind.COUNT, group_by="continent", public_partitions=None,
+                     max_partitions_contributed=1, max_contributions_per_partition=1)
+    df = _frame(spark, rows)
+    kept = set()
+    for _ in range(15):
+        (partition,) = collect_accumulators(df, (m,))[0]["c"]
+        kept.add(partition)
+    assert len(kept) > 1, kept
+
+
 def test_a_user_over_the_cap_contributes_the_expected_sum_of_a_uniform_sample(spark):
     """Users with 1 to 9 rows in one partition, values of both signs beyond [-10, 10], Linf = 3: a user
     with n > 3 rows contributes 3 rows and 3 times the mean of their clamped values (a uniform

@@ -100,8 +100,9 @@ def accumulators_frame(sessions: DataFrame, metrics: tuple[MetricConfig, ...], e
 
     * per (unit, partition) at most ``max_contributions_per_partition`` rows: the count is capped,
       and the sum of values scaled to the capped count (k rows at the mean of the unit's n);
-    * per unit at most ``max_partitions_contributed`` partitions, uniformly at random (a fresh seed
-      per call);
+    * per unit at most ``max_partitions_contributed`` partitions, uniformly at random: a fresh secret
+      seed per call, and the same sample whatever the order or task of the unit's rows (a task Spark
+      recomputes keeps it);
 
     and, unbounded, every row read per period (the exact rows_in of the restricted record).
     """

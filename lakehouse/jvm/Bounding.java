@@ -7,9 +7,7 @@ import java.util.HashMap;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
-import java.util.SplittableRandom;
 
-import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
@@ -28,7 +26,11 @@ import org.apache.spark.unsafe.types.UTF8String;
  *
  * <p>Spark's own operators needed a second pass for the partition sample (an aggregation per unit
  * and partition, then a window sorted per unit: ~1 s of a 1M-row release, measured); here a unit's
- * partitions are few and sit in one small list, so the sample is a partial shuffle of that list.
+ * partitions are few and sit in one small list. The sample keeps the partitions of least priority,
+ * a keyed hash of (release seed, unit, period, metric, key): a uniform random subset, the same
+ * whatever the order the rows arrive in or the task they are in. A task Spark recomputes (a lost
+ * executor, a failed fetch) so keeps its first attempt's sample; a sample drawn in arrival order
+ * would let a unit's totals mix two samples, up to twice its partitions.
  *
  * <p>Input columns, as dp/engine_spark.py selects them: unit (long), period_start (date, null for
  * period "none"), then per metric m: key (string), value (double, already clamped), kept (boolean:
@@ -54,7 +56,8 @@ public final class Bounding {
    * Bounds every unit of {@code rows} and returns each task's totals (schema {@link #TOTALS}): per
    * (m, period_start, key) the bounded count, value sum and units; m = -1 rows count the rows read
    * per period, unbounded. A (m, period_start, key) recurs once per task that saw it: the caller
-   * sums them. {@code seed} seeds the partition samples: the caller passes a fresh one per release.
+   * sums them. {@code seed} keys the partition samples: the caller passes a fresh, secret one per
+   * release.
    */
   public static Dataset<Row> totals(Dataset<Row> rows, int[] caps, int[] maxPartitions, long seed) {
     JavaRDD<Row> totals = rows.queryExecution().toRdd().toJavaRDD()
@@ -115,13 +118,17 @@ public final class Bounding {
       firstSums = new double[(1 << 6) * metrics];
     }
 
-    /** The unit's slot, a new one (of the row's period) on its first row. */
+    /**
+     * The slot of (unit, period), a new one on its first row. The unit id hashes the period already,
+     * but two (user, period) pairs whose ids collide must still not share a period.
+     */
     int slot(long unitId, int period) {
       int mask = table.length - 1;
       int h = (int) (unitId ^ (unitId >>> 32)) & mask; // the unit id is a 64-bit hash already
       while (table[h] != 0) {
-        if (unitIds[table[h] - 1] == unitId) {
-          return table[h] - 1;
+        int slot = table[h] - 1;
+        if (unitIds[slot] == unitId && periods[slot] == period) {
+          return slot;
         }
         h = (h + 1) & mask;
       }
@@ -208,21 +215,19 @@ public final class Bounding {
   private static final class Task {
     final int[] caps;
     final int[] maxPartitions;
-    final SplittableRandom random;
+    final long seed;
     final List<Map<UTF8String, Integer>> ids = new ArrayList<>();
     final List<List<String>> keys = new ArrayList<>();
+    final List<List<Long>> keyHashes = new ArrayList<>();
 
     Task(int[] caps, int[] maxPartitions, long seed) {
       this.caps = caps;
       this.maxPartitions = maxPartitions;
-      // one stream of draws per task, from the release's seed and the task's partition. A retried
-      // task may see its rows in another order, hence draw another sample: either attempt's is one
-      // uniform draw per unit, and a unit's totals come from one attempt (a unit is in one task)
-      int partition = TaskContext.get() == null ? 0 : TaskContext.get().partitionId();
-      this.random = new SplittableRandom(seed ^ (0x9E3779B97F4A7C15L * (partition + 1)));
+      this.seed = seed;
       for (int m = 0; m < caps.length; m++) {
         ids.add(new HashMap<>());
         keys.add(new ArrayList<>());
+        keyHashes.add(new ArrayList<>());
       }
     }
 
@@ -231,10 +236,17 @@ public final class Bounding {
       Integer id = ids.get(m).get(key);
       if (id == null) {
         id = keys.get(m).size();
-        ids.get(m).put(key == null ? null : key.clone(), id);
+        ids.get(m).put(key == null ? null : key.copy(), id);
         keys.get(m).add(key == null ? null : key.toString());
+        keyHashes.get(m).add(key == null ? NULL_KEY : hash(key.getBytes()));
       }
       return id;
+    }
+
+    /** The priority of a unit's partition in the sample: the least maxPartitions[m] are kept. */
+    long priority(long unitId, int period, int m, int keyId) {
+      long h = mix(mix(mix(seed ^ unitId) ^ period) ^ m);
+      return mix(h ^ keyHashes.get(m).get(keyId));
     }
 
     List<Row> run(Iterator<InternalRow> it) {
@@ -259,6 +271,7 @@ public final class Bounding {
       Parts single = new Parts();
       single.size = 1;
       int[] order = new int[2];
+      long[] priorities = new long[2];
       for (int slot = 0; slot < units.size; slot++) {
         int period = units.periods[slot];
         rowsRead.computeIfAbsent(period, p -> new long[1])[0] += units.rows[slot];
@@ -277,16 +290,30 @@ public final class Bounding {
           }
           if (order.length < parts.size) {
             order = new int[parts.size];
+            priorities = new long[parts.size];
           }
           for (int k = 0; k < parts.size; k++) {
             order[k] = k;
           }
           int kept = Math.min(maxPartitions[m], parts.size);
-          for (int k = 0; k < kept; k++) { // the first `kept` of a uniform random permutation
-            int j = k + random.nextInt(parts.size - k);
-            int p = order[j];
-            order[j] = order[k];
-            order[k] = p;
+          if (kept < parts.size) { // a selection sort of the first `kept` by priority
+            for (int k = 0; k < parts.size; k++) {
+              priorities[k] = priority(units.unitIds[slot], period, m, parts.ids[k]);
+            }
+            for (int k = 0; k < kept; k++) {
+              int least = k;
+              for (int j = k + 1; j < parts.size; j++) {
+                if (priorities[order[j]] < priorities[order[least]]) {
+                  least = j;
+                }
+              }
+              int p = order[least];
+              order[least] = order[k];
+              order[k] = p;
+            }
+          }
+          for (int k = 0; k < kept; k++) {
+            int p = order[k];
             long n = parts.rows[p];
             long count = Math.min(n, caps[m]);
             Total t = totals.get(m).computeIfAbsent(((long) period << 32) | (parts.ids[p] & 0xFFFFFFFFL),
@@ -316,5 +343,24 @@ public final class Bounding {
     private static LocalDate date(int period) {
       return period == NO_PERIOD ? null : LocalDate.ofEpochDay(period);
     }
+  }
+
+  private static final long NULL_KEY = 0x6E756C6C6B6579L; // the hash of a null key: "nullkey"
+
+  /** FNV-1a over the key's bytes, then mixed: 64 bits, so a unit's keys do not tie. */
+  static long hash(byte[] bytes) {
+    long h = 0xCBF29CE484222325L;
+    for (byte b : bytes) {
+      h = (h ^ (b & 0xFF)) * 0x100000001B3L;
+    }
+    return mix(h);
+  }
+
+  /** SplitMix64's finaliser (Steele, Lea and Flood 2014): each input bit flips about half the output's. */
+  static long mix(long z) {
+    z += 0x9E3779B97F4A7C15L;
+    z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+    z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+    return z ^ (z >>> 31);
   }
 }

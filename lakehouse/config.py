@@ -76,6 +76,7 @@ DEFAULT_OUTPUT_COLUMN = {
 }
 # delta is the probability that the guarantee fails outright; above this it protects nobody.
 MAX_DELTA_PER_RELEASE = 1e-3
+MAX_CONTRIBUTION_BOUND = 2**31 - 1  # a metric's max_partitions_contributed and max_contributions_per_partition
 ENUMS: dict[str, type[enum.StrEnum]] = {cls.__name__: cls for cls in (
     MetricKind, NoiseKind, Engine, PartitionSelection, Period, ReleaseMode)}
 
@@ -458,10 +459,11 @@ def _validate_metric(m: MetricConfig, privacy: PrivacyConfig, where: _Where) -> 
                           f"must be a Silver column among {', '.join(GROUPABLE_COLUMNS)}, got {m.group_by!r}")
     if not m.output.isidentifier():
         raise where.error(f"{key}.output", f"must be a column name, got {m.output!r}")
-    if m.max_partitions_contributed < 1:
-        raise where.error(f"{key}.max_partitions_contributed", f"must be >= 1, got {m.max_partitions_contributed}")
-    if m.max_contributions_per_partition < 1:
-        raise where.error(f"{key}.max_contributions_per_partition", f"must be >= 1, got {m.max_contributions_per_partition}")
+    for bound in ("max_partitions_contributed", "max_contributions_per_partition"):
+        # the release's bounding holds them as Java ints; the noise grows with them, so a bound
+        # that large would bury every statistic anyway
+        if not 1 <= getattr(m, bound) <= MAX_CONTRIBUTION_BOUND:
+            raise where.error(f"{key}.{bound}", f"must be between 1 and {MAX_CONTRIBUTION_BOUND}, got {getattr(m, bound)}")
     if not m.share > 0:
         raise where.error(f"{key}.share", f"must be > 0, got {m.share}")
     if m.pre_threshold is not None and m.pre_threshold < 1:

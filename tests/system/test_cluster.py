@@ -84,21 +84,33 @@ def test_ingest_and_release_on_a_standalone_cluster(spark, root, tmp_path, stand
     assert run_cli("--root", str(root), "generate", "--sessions", "1500", "--files", "2", "--seed", "61",
                    "--start", "2026-11-01", "--days", "3").code == 0
     exp = expected_from(sorted((root / "bronze").glob("*.jsonl")))
+
+    def run_on_the_cluster(engine: str, now: str) -> str:
+        conf = tmp_path / f"{engine}.toml"
+        conf.write_text(f'[privacy]\nengine = "{engine}"\n' + SUBPROCESS_SPARK_CONF + "shuffle_partitions = 4\n")
+        driver = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "--master", master, "run",
+                                      "--now", now, "--counts")
+        out, err = driver.communicate(timeout=600)
+        assert driver.returncode == 0, err[-3000:]
+        return out
+
     # The reference engine (PipelineDP on SparkRDDBackend) runs Python on the executors: this also
     # proves they use the venv's interpreter (no "No module named 'pipeline_dp'").
-    conf = tmp_path / "cluster.toml"
-    conf.write_text('[privacy]\nengine = "pipelinedp"\n' + SUBPROCESS_SPARK_CONF + "shuffle_partitions = 4\n")
-    driver = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "--master", master, "run",
-                                  "--now", "2026-11-04T03:00:00Z", "--counts")
-    out, err = driver.communicate(timeout=600)
-    assert driver.returncode == 0, err[-3000:]
+    out = run_on_the_cluster("pipelinedp", "2026-11-04T03:00:00Z")
     assert f"rows ingested: {len(exp.sessions)}" in out
     assert "release 1 (closed): periods 2026-11-01..2026-11-03 (3), silver.sessions versions 0..1" in out
+    # The default engine bounds contributions in our own JVM class (lakehouse/jvm/Bounding.java),
+    # on the executors: they must have lakehouse-jvm.jar.
+    assert run_cli("--root", str(root), "generate", "--sessions", "300", "--seed", "62", "--start", "2026-11-04",
+                   "--days", "1").code == 0
+    out = run_on_the_cluster("spark", "2026-11-05T03:00:00Z")
+    assert "release 2 (closed): period 2026-11-04, silver.sessions versions 0..2" in out, out
 
-    # The master ran it: one finished application, with executors on our worker.
+    # The master ran both: finished applications, with executors on our worker.
     apps = _json(master_json)["completedapps"]
-    assert [a["name"] for a in apps] == ["dp-lakehouse"] and apps[0]["state"] == "FINISHED"
+    assert [a["name"] for a in apps] == ["dp-lakehouse"] * 2 and {a["state"] for a in apps} == {"FINISHED"}
     sessions = spark.read.format("delta").load(str(root / "silver" / "sessions"))
-    assert sessions.count() == len(exp.sessions)
+    assert sessions.count() == len(exp.sessions) + 300
     ledger = spark.read.format("delta").load(str(root / "gold" / "privacy_ledger"))
-    assert sorted(r["engine"] for r in ledger.collect()) == ["pipelinedp"] * 9  # 3 metrics x 3 days
+    # 3 metrics x 3 days, then x 1 day
+    assert sorted(r["engine"] for r in ledger.collect()) == ["pipelinedp"] * 9 + ["spark"] * 3

@@ -80,18 +80,29 @@ def check_state(spark: SparkSession, loc: Locations, attempts: dict[dt.date, set
 
 def markers(spark: SparkSession, starts: list[dt.date], attempt: str) -> DataFrame:
     return spark.createDataFrame([schemas.row(schemas.RELEASE_BOUNDS, {"period_start": p, "metric": MARKER, "unit": 0,
-                                                                       "key": "", "kept": 0, "attempt": attempt})
+                                                                       "unit_check": 0, "key": "", "kept": 0,
+                                                                       "attempt": attempt})
                                   for p in starts], schemas.RELEASE_BOUNDS)
 
 
+# The unit_check of contributions kept before silver.release_bounds had the column (null there), and
+# of every unit of their periods: units are told apart by their first hash alone in those periods,
+# as they were when those rows were kept, so the periods' bounds hold across the upgrade.
+ONE_HASH = 0
+
+
 def kept_so_far(spark: SparkSession, loc: Locations, starts: list[dt.date], attempts: set[str]) -> DataFrame:
-    """(period_start, metric, unit, key, prev_kept) of the units' earlier leaves in these periods."""
+    """(period_start, metric, unit, unit_check, key, prev_kept) of the units' earlier leaves in these
+    periods."""
     empty = spark.createDataFrame([], schemas.RELEASE_BOUNDS)
     bounds = catalog.read(spark, loc.release_bounds) if starts and attempts and catalog.table_exists(
         spark, loc.release_bounds) else empty
+    if "unit_check" not in bounds.columns:  # written before the column existed
+        bounds = bounds.withColumn("unit_check", F.lit(None).cast("long"))
     return (bounds.where(F.col("period_start").isin(*starts) & F.col("attempt").isin(*attempts)
                          & (F.col("metric") != MARKER))
-            .groupBy("period_start", "metric", "unit", "key").agg(F.sum("kept").alias("prev_kept")))
+            .groupBy("period_start", "metric", "unit", F.coalesce("unit_check", F.lit(ONE_HASH)).alias("unit_check"),
+                     "key").agg(F.sum("kept").alias("prev_kept")))
 
 
 @dataclass
@@ -112,15 +123,21 @@ def bounded_leaf(rows: DataFrame, metrics: tuple[MetricConfig, ...], previous: D
     """First come, first kept, continuing what `previous` (kept_so_far) holds. `rows`: new Silver
     rows with period_start."""
     columns = sorted({m.group_by for m in metrics} | {m.value for m in metrics if m.value})
-    base = rows.select(privacy_unit().alias("unit"), "period_start", "session_start", "session_id", *columns)
+    unit, unit_check = privacy_unit()
+    one_hash = F.broadcast(previous.where(F.col("unit_check") == ONE_HASH).select("period_start").distinct()
+                           .withColumn("one_hash", F.lit(True)))
+    base = rows.join(one_hash, "period_start", "left").select(
+        unit.alias("unit"), F.when(F.col("one_hash"), F.lit(ONE_HASH)).otherwise(unit_check).alias("unit_check"),
+        "period_start", "session_start", "session_id", *columns)
     entries = []
     for m in metrics:
         assert m.public_partitions is not None, m.name  # only public-partition metrics have running totals
         entry = F.struct(F.lit(m.name).alias("metric"), F.col(m.group_by).alias("key"), metric_value(m).alias("value"))
         entries.append(F.when(F.col(m.group_by).isin(*m.public_partitions), entry))
-    per_row = (base.select("unit", "period_start", "session_start", "session_id", F.explode(F.array(*entries)).alias("e"))
-               .where(F.col("e").isNotNull()).select("unit", "period_start", "session_start", "session_id", "e.*"))
-    unit_metric = ["unit", "period_start", "metric"]
+    row_columns = ["unit", "unit_check", "period_start", "session_start", "session_id"]
+    per_row = (base.select(*row_columns, F.explode(F.array(*entries)).alias("e"))
+               .where(F.col("e").isNotNull()).select(*row_columns, "e.*"))
+    unit_metric = ["unit", "unit_check", "period_start", "metric"]
     unit_key = [*unit_metric, "key"]
     prev_n = previous.groupBy(*unit_metric).agg(F.count(F.lit(1)).alias("prev_n"))
     keys = (per_row.groupBy(*unit_key).agg(F.min(F.struct("session_start", "session_id")).alias("first"))
@@ -143,7 +160,8 @@ def bounded_leaf(rows: DataFrame, metrics: tuple[MetricConfig, ...], previous: D
         totals[r["metric"]][(r["period_start"], r["key"])] = Accumulator(int(r["count"]), float(r["value_sum"]),
                                                                           int(r["users"]))
     rows_in = {r["period_start"]: int(r["count"]) for r in rows.groupBy("period_start").count().collect()}
-    new_kept = kept.groupBy("period_start", "metric", "unit", "key").agg(F.count(F.lit(1)).cast("int").alias("kept"))
+    new_kept = (kept.groupBy("period_start", "metric", "unit", "unit_check", "key")
+                .agg(F.count(F.lit(1)).cast("int").alias("kept")))
     return Leaf(totals, rows_in, new_kept, kept)
 
 

@@ -53,12 +53,15 @@ def metric_value(metric: MetricConfig) -> Column:
     return clamped - F.lit((metric.min_value + metric.max_value) / 2) if metric.kind == MetricKind.MEAN else clamped
 
 
-def privacy_unit() -> Column:
-    """The privacy unit as a 64-bit hash of (user_id, period_start): shuffles and sorts on a long are
-    ~2x faster than on the 64-character pseudonym (measured). A collision (p ~ n^2 / 2^65: ~1e-8 for
-    a million units) merges two units into one, whose contributions are then bounded jointly -
-    fewer contributions, never more, so the sensitivity and the guarantee are unchanged."""
-    return F.xxhash64("user_id", "period_start")
+def privacy_unit() -> tuple[Column, Column]:
+    """The privacy unit as two independent 64-bit hashes of (user_id, period_start): shuffles on a
+    long are ~2x faster than on the 64-character pseudonym (measured), and the bounding tells units
+    apart by both. Two units merged into one would be bounded jointly, and a neighbouring dataset
+    without one of them could move the other's contributions to partitions the merged unit did not
+    keep (twice the sensitivity); with 128 bits that takes p ~ n^2 / 2^129, ~1e-27 for a million
+    units. (xxhash64 skips nulls, so the check's own seed - the constant first - keeps the two
+    hashes apart for period "none" too.)"""
+    return F.xxhash64("user_id", "period_start"), F.xxhash64(F.lit("dp-lakehouse unit check"), "user_id", "period_start")
 
 
 # Rows of the release per task of its shuffle by unit: each task's bounding then holds a bounded
@@ -76,11 +79,12 @@ def unit_partitions(sessions: DataFrame, expected_rows: int) -> int:
 
 def bounding_input(sessions: DataFrame, metrics: tuple[MetricConfig, ...], expected_rows: int = 0) -> DataFrame:
     """Sessions (with ``period_start``, null for period "none") -> the rows the bounding reads, shuffled
-    by privacy unit, once for all metrics: (unit, period_start, then per metric m: key{m}, value{m},
-    kept{m}). kept is false outside the metric's public partitions, whose rows are dropped before
+    by privacy unit, once for all metrics: (unit, unit_check, period_start, then per metric m: key{m},
+    value{m}, kept{m}). kept is false outside the metric's public partitions, whose rows are dropped before
     bounding, as PipelineDP does; value is what gets summed (``metric_value``)."""
     columns = sorted({m.group_by for m in metrics} | {m.value for m in metrics if m.value})
-    rows = (sessions.select(privacy_unit().alias("unit"), "period_start", *columns)
+    unit, unit_check = privacy_unit()
+    rows = (sessions.select(unit.alias("unit"), unit_check.alias("unit_check"), "period_start", *columns)
             .repartition(unit_partitions(sessions, expected_rows), "unit"))
     per_metric = []
     for i, m in enumerate(metrics):
@@ -88,7 +92,7 @@ def bounding_input(sessions: DataFrame, metrics: tuple[MetricConfig, ...], expec
             F.col(m.group_by).isin(*m.public_partitions), F.lit(False))
         per_metric += [F.col(m.group_by).cast("string").alias(f"key{i}"),
                        metric_value(m).cast("double").alias(f"value{i}"), kept.alias(f"kept{i}")]
-    return rows.select("unit", F.col("period_start").cast("date").alias("period_start"), *per_metric)
+    return rows.select("unit", "unit_check", F.col("period_start").cast("date").alias("period_start"), *per_metric)
 
 
 def accumulators_frame(sessions: DataFrame, metrics: tuple[MetricConfig, ...], expected_rows: int = 0) -> DataFrame:

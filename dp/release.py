@@ -284,9 +284,11 @@ def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: P
         rows = rows.unionByName(part.select(*columns))
     leaf = continual.bounded_leaf(rows, metrics, previous)
     lease.check(f"writing the continual state of release {release_id}")
-    leaf.kept.withColumn("attempt", F.lit(attempt)).select(*schemas.RELEASE_BOUNDS.names) \
-        .unionByName(continual.markers(spark, list(leaves), attempt)) \
-        .write.format("delta").mode("append").partitionBy("period_start").save(loc.release_bounds)
+    (leaf.kept.withColumn("attempt", F.lit(attempt)).select(*schemas.RELEASE_BOUNDS.names)
+     .unionByName(continual.markers(spark, list(leaves), attempt))
+     .write.format("delta").mode("append").partitionBy("period_start")
+     .option("mergeSchema", "true")  # adds unit_check to a table kept before it existed
+     .save(loc.release_bounds))
     leaf.release()
     failpoints.reached("release-after-bounds")
     levels = tree.levels(privacy.max_releases_per_period)

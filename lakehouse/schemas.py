@@ -81,7 +81,8 @@ RELEASE_AUDIT = T.StructType([
 RELEASE_BOUNDS = T.StructType([
     _field("period_start", DATE),
     _field("metric", STRING),
-    _field("unit", LONG),  # xxhash64(user_id)
+    _field("unit", LONG),  # the unit's two 64-bit hashes (dp.engine_spark.privacy_unit)
+    _field("unit_check", LONG, True),  # null in rows written before it existed (dp.continual.kept_so_far)
     _field("key", STRING),
     _field("kept", INT),
     _field("attempt", STRING),

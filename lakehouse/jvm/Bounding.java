@@ -32,7 +32,8 @@ import org.apache.spark.unsafe.types.UTF8String;
  * executor, a failed fetch) so keeps its first attempt's sample; a sample drawn in arrival order
  * would let a unit's totals mix two samples, up to twice its partitions.
  *
- * <p>Input columns, as dp/engine_spark.py selects them: unit (long), period_start (date, null for
+ * <p>Input columns, as dp/engine_spark.py selects them: unit and unit_check (longs: two independent
+ * 64-bit hashes of the unit, which is the pair of them and the period), period_start (date, null for
  * period "none"), then per metric m: key (string), value (double, already clamped), kept (boolean:
  * false for a row outside the metric's public partitions, which is dropped before bounding).
  */
@@ -65,20 +66,25 @@ public final class Bounding {
     return rows.sparkSession().createDataFrame(totals, TOTALS);
   }
 
-  /** A unit's partitions of one metric, as key ids: almost always one or two. */
+  /**
+   * A unit's partitions of one metric, as key ids: almost always one or two, looked up by a scan;
+   * past SCANNED of them by an index, so that a unit with a million distinct keys (free text from
+   * Bronze) costs a million lookups, not a million scans.
+   */
   private static final class Parts {
+    static final int SCANNED = 8;
     int[] ids = new int[2];
     long[] rows = new long[2];
     double[] sums = new double[2];
     int size;
+    Map<Integer, Integer> index; // key id -> position, once size > SCANNED
 
     void add(int id, double value) {
-      for (int i = 0; i < size; i++) {
-        if (ids[i] == id) {
-          rows[i]++;
-          sums[i] += value;
-          return;
-        }
+      int at = find(id);
+      if (at >= 0) {
+        rows[at]++;
+        sums[at] += value;
+        return;
       }
       if (size == ids.length) {
         ids = Arrays.copyOf(ids, 2 * size);
@@ -88,7 +94,28 @@ public final class Bounding {
       ids[size] = id;
       rows[size] = 1;
       sums[size] = value;
+      if (index != null) {
+        index.put(id, size);
+      } else if (size == SCANNED) {
+        index = new HashMap<>();
+        for (int i = 0; i <= size; i++) {
+          index.put(ids[i], i);
+        }
+      }
       size++;
+    }
+
+    private int find(int id) {
+      if (index != null) {
+        Integer at = index.get(id);
+        return at == null ? -1 : at;
+      }
+      for (int i = 0; i < size; i++) {
+        if (ids[i] == id) {
+          return i;
+        }
+      }
+      return -1;
     }
   }
 
@@ -104,6 +131,7 @@ public final class Bounding {
     int size;
     int[] table = new int[1 << 7]; // open addressing by unit id: slot + 1, 0 for empty
     long[] unitIds = new long[1 << 6];
+    long[] unitChecks = new long[1 << 6];
     int[] periods = new int[1 << 6];
     long[] rows = new long[1 << 6];
     int[] firstIds;
@@ -119,15 +147,18 @@ public final class Bounding {
     }
 
     /**
-     * The slot of (unit, period), a new one on its first row. The unit id hashes the period already,
-     * but two (user, period) pairs whose ids collide must still not share a period.
+     * The slot of (unit, unit check, period), a new one on its first row. Two units merged into one
+     * would be bounded jointly, and a neighbouring dataset without one of them could then move the
+     * other's contributions to partitions the merged unit did not keep: up to twice the sensitivity.
+     * So a unit is its two independent 64-bit hashes (both collide with p ~ n^2 / 2^129) and its
+     * period (two (user, period) pairs never share a period, whatever their hashes).
      */
-    int slot(long unitId, int period) {
+    int slot(long unitId, long unitCheck, int period) {
       int mask = table.length - 1;
       int h = (int) (unitId ^ (unitId >>> 32)) & mask; // the unit id is a 64-bit hash already
       while (table[h] != 0) {
         int slot = table[h] - 1;
-        if (unitIds[slot] == unitId && periods[slot] == period) {
+        if (unitIds[slot] == unitId && unitChecks[slot] == unitCheck && periods[slot] == period) {
           return slot;
         }
         h = (h + 1) & mask;
@@ -135,26 +166,27 @@ public final class Bounding {
       int slot = size++;
       if (slot == unitIds.length) {
         grow();
-        return slotAfterGrow(unitId, slot, period);
+        return slotAfterGrow(unitId, unitCheck, slot, period);
       }
       table[h] = slot + 1;
-      init(slot, unitId, period);
+      init(slot, unitId, unitCheck, period);
       return slot;
     }
 
-    private int slotAfterGrow(long unitId, int slot, int period) {
+    private int slotAfterGrow(long unitId, long unitCheck, int slot, int period) {
       int mask = table.length - 1;
       int h = (int) (unitId ^ (unitId >>> 32)) & mask;
       while (table[h] != 0) {
         h = (h + 1) & mask;
       }
       table[h] = slot + 1;
-      init(slot, unitId, period);
+      init(slot, unitId, unitCheck, period);
       return slot;
     }
 
-    private void init(int slot, long unitId, int period) {
+    private void init(int slot, long unitId, long unitCheck, int period) {
       unitIds[slot] = unitId;
+      unitChecks[slot] = unitCheck;
       periods[slot] = period;
       Arrays.fill(firstIds, slot * metrics, (slot + 1) * metrics, NONE);
     }
@@ -163,6 +195,7 @@ public final class Bounding {
     private void grow() {
       int capacity = 2 * unitIds.length;
       unitIds = Arrays.copyOf(unitIds, capacity);
+      unitChecks = Arrays.copyOf(unitChecks, capacity);
       periods = Arrays.copyOf(periods, capacity);
       rows = Arrays.copyOf(rows, capacity);
       firstIds = Arrays.copyOf(firstIds, capacity * metrics);
@@ -254,10 +287,10 @@ public final class Bounding {
       Units units = new Units(metrics);
       while (it.hasNext()) {
         InternalRow row = it.next();
-        int slot = units.slot(row.getLong(0), row.isNullAt(1) ? NO_PERIOD : row.getInt(1));
+        int slot = units.slot(row.getLong(0), row.getLong(1), row.isNullAt(2) ? NO_PERIOD : row.getInt(2));
         units.rows[slot]++;
         for (int m = 0; m < metrics; m++) {
-          int col = 2 + 3 * m;
+          int col = 3 + 3 * m;
           if (row.getBoolean(col + 2)) {
             units.add(slot, m, id(m, row.isNullAt(col) ? null : row.getUTF8String(col)), row.getDouble(col + 1));
           }
@@ -296,21 +329,11 @@ public final class Bounding {
             order[k] = k;
           }
           int kept = Math.min(maxPartitions[m], parts.size);
-          if (kept < parts.size) { // a selection sort of the first `kept` by priority
+          if (kept < parts.size) {
             for (int k = 0; k < parts.size; k++) {
               priorities[k] = priority(units.unitIds[slot], period, m, parts.ids[k]);
             }
-            for (int k = 0; k < kept; k++) {
-              int least = k;
-              for (int j = k + 1; j < parts.size; j++) {
-                if (priorities[order[j]] < priorities[order[least]]) {
-                  least = j;
-                }
-              }
-              int p = order[least];
-              order[least] = order[k];
-              order[k] = p;
-            }
+            leastFirst(order, priorities, parts.size, kept);
           }
           for (int k = 0; k < kept; k++) {
             int p = order[k];
@@ -338,6 +361,42 @@ public final class Bounding {
         }
       }
       return out;
+    }
+
+    /**
+     * Puts the positions of the {@code kept} least priorities first in {@code order} (which holds
+     * 0..size-1): a selection for the usual one or two, a sort for many (a unit with thousands of
+     * partitions, sampled to hundreds, must not cost their product).
+     */
+    static void leastFirst(int[] order, long[] priorities, int size, int kept) {
+      if (kept > Parts.SCANNED) {
+        long[] sorted = Arrays.copyOf(priorities, size);
+        Arrays.sort(sorted);
+        long last = sorted[kept - 1]; // keep those below it, then those equal to it until `kept`
+        int below = 0;
+        for (int k = 0; k < size; k++) {
+          if (priorities[k] < last) {
+            order[below++] = k;
+          }
+        }
+        for (int k = 0; k < size && below < kept; k++) {
+          if (priorities[k] == last) {
+            order[below++] = k;
+          }
+        }
+        return;
+      }
+      for (int k = 0; k < kept; k++) {
+        int least = k;
+        for (int j = k + 1; j < size; j++) {
+          if (priorities[order[j]] < priorities[order[least]]) {
+            least = j;
+          }
+        }
+        int p = order[least];
+        order[least] = order[k];
+        order[k] = p;
+      }
     }
 
     private static LocalDate date(int period) {

@@ -97,7 +97,7 @@ def test_bounded_totals_match_the_contract(spark, periods, tasks):
             assert got[key][1] == pytest.approx(value_sum, rel=1e-9, abs=1e-9), (m.name, key)
 
 
-INPUT = "unit long, period_start date, key0 string, value0 double, kept0 boolean"
+INPUT = "unit long, unit_check long, period_start date, key0 string, value0 double, kept0 boolean"
 
 
 def _totals(spark, rows: list[tuple], cap: int, max_partitions: int, seed: int) -> list[tuple]:
@@ -112,7 +112,7 @@ def test_the_partition_sample_does_not_depend_on_the_order_of_the_rows(spark):
     """A task Spark recomputes reads its rows in another order: it must keep the same partitions, or
     a unit's totals could mix two samples. One unit in 4 partitions, L0 = 2, 6 row orders per seed;
     over 10 seeds the kept pair must vary (else there is no sample)."""
-    rows = [(7, None, key, 1.0, True) for key in ("Asia", "Europe", "Oceania", "Africa")]
+    rows = [(7, 70, None, key, 1.0, True) for key in ("Asia", "Europe", "Oceania", "Africa")]
     kept_per_seed = []
     for seed in range(10):
         kept = {tuple(r[2] for r in _totals(spark, list(order), 1, 2, seed))
@@ -123,8 +123,35 @@ def test_the_partition_sample_does_not_depend_on_the_order_of_the_rows(spark):
 
 
 def test_units_whose_ids_collide_keep_their_periods(spark):
-    """Two (user, period) units hashed to one id (p ~ 1e-8 per million units) are still two units."""
-    rows = [(42, dt.date(2026, 11, 1), "Asia", 1.0, True), (42, dt.date(2026, 11, 2), "Europe", 1.0, True),
-            (42, dt.date(2026, 11, 2), "Europe", 1.0, True)]
+    """Two (user, period) units hashed to one id are still two units."""
+    rows = [(42, 1, dt.date(2026, 11, 1), "Asia", 1.0, True), (42, 1, dt.date(2026, 11, 2), "Europe", 1.0, True),
+            (42, 1, dt.date(2026, 11, 2), "Europe", 1.0, True)]
     assert _totals(spark, rows, 5, 1, 0) == [(0, dt.date(2026, 11, 1), "Asia", 1, 1.0, 1),
                                              (0, dt.date(2026, 11, 2), "Europe", 2, 2.0, 1)]
+
+
+def test_units_whose_first_hashes_collide_are_not_merged(spark):
+    """Users A and B whose unit ids collide (p ~ 1e-8 per million units), A in Asia, B in Europe,
+    L0 = 1: merged into one unit, one of the two partitions would be dropped, and removing A could
+    move B's count to the other one (twice the sensitivity). The unit check keeps them apart, in
+    every row order, whatever the seed."""
+    rows = [(42, 1, None, "Asia", 1.0, True), (42, 2, None, "Europe", 1.0, True), (42, 2, None, "Europe", 1.0, True)]
+    for seed in range(4):
+        for order in (rows, rows[::-1]):
+            assert _totals(spark, order, 5, 1, seed) == [(0, None, "Asia", 1, 1.0, 1), (0, None, "Europe", 2, 2.0, 1)]
+
+
+def test_a_unit_with_many_partitions_keeps_exactly_its_least_priorities(spark):
+    """One unit in 3,000 partitions (free text from Bronze can make a key per row): the sample keeps
+    exactly L0 of them, the same ones in any row order, whether L0 picks them by selection (<= 8) or
+    by sorting; and since both keep the least priorities, L0 + 1 keeps L0's set and one more."""
+    rows = [(9, 90, None, f"k{i}", 1.0, True) for i in range(3_000)]
+    shuffled = random.Random(3).sample(rows, len(rows))
+    for seed in (1, 2):
+        kept = {}
+        for max_partitions in (1, 8, 9, 100):
+            got = _totals(spark, rows, 1, max_partitions, seed)
+            assert len(got) == max_partitions and all(r[3:] == (1, 1.0, 1) for r in got), (max_partitions, got[:3])
+            assert _totals(spark, shuffled, 1, max_partitions, seed) == got, max_partitions
+            kept[max_partitions] = {r[2] for r in got}
+        assert kept[1] < kept[8] < kept[9] < kept[100], seed

@@ -40,6 +40,7 @@ import org.apache.spark.unsafe.types.UTF8String;
 public final class Bounding {
   public static final int ALL_ROWS = -1; // the metric index of the rows read per period (dp.engine_spark)
   private static final int NO_PERIOD = Integer.MIN_VALUE; // period "none": no date is this many days
+  private static final int MAX_SELECTED = 8; // a unit's sample keeps up to this many by selection, more by a sort
 
   /** The schema of what {@link #totals} returns. */
   public static final StructType TOTALS = new StructType()
@@ -369,7 +370,7 @@ public final class Bounding {
      * partitions, sampled to hundreds, must not cost their product).
      */
     static void leastFirst(int[] order, long[] priorities, int size, int kept) {
-      if (kept > Parts.SCANNED) {
+      if (kept > MAX_SELECTED) {
         long[] sorted = Arrays.copyOf(priorities, size);
         Arrays.sort(sorted);
         long last = sorted[kept - 1]; // keep those below it, then those equal to it until `kept`

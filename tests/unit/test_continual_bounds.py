@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from dp import continual
 from lakehouse import schemas
-from lakehouse.config import MetricConfig
+from lakehouse.config import Config, MetricConfig, StorageConfig
 from lakehouse.storage import Locations
 
 DAY = dt.date(2026, 11, 10)
@@ -31,18 +31,22 @@ def _rows(spark, sessions: list[tuple[str, str, int]]):
     return spark.createDataFrame(rows, schemas.SILVER_SESSIONS).withColumn("period_start", F.lit(DAY))
 
 
+def _locations(tmp_path) -> Locations:
+    return Locations.from_config(Config(storage=StorageConfig(root=str(tmp_path))))
+
+
 def _kept(leaf) -> dict[str, int]:
     return {key: a.count for (_, key), a in leaf.totals[METRIC.name].items()}
 
 
-def test_units_whose_first_hashes_collide_are_bounded_apart(spark, monkeypatch):
+def test_units_whose_first_hashes_collide_are_bounded_apart(spark, monkeypatch, tmp_path):
     """Every user's first hash is the same (as if all collided): A in Asia and B in Europe, L0 = 1,
     are still two units, each keeping its own partition; merged, one of them would be dropped."""
     real = continual.privacy_unit
     monkeypatch.setattr(continual, "privacy_unit", lambda: (F.lit(7).cast("long"), real()[1]))
     rows = _rows(spark, [("A", "Asia", 1), ("B", "Europe", 2), ("B", "Europe", 3)])
-    leaf = continual.bounded_leaf(rows, (METRIC,), spark.createDataFrame([], schemas.RELEASE_BOUNDS).withColumnRenamed(
-        "kept", "prev_kept").drop("attempt"))
+    nothing_kept = continual.kept_so_far(spark, _locations(tmp_path), [], set())  # the period's first run
+    leaf = continual.bounded_leaf(rows, (METRIC,), nothing_kept)
     try:
         assert _kept(leaf) == {"Asia": 1, "Europe": 2}
     finally:
@@ -54,7 +58,7 @@ def test_contributions_kept_before_the_unit_check_still_bound_the_period(spark, 
     """A period whose first run kept A's 2 Asian sessions (its Linf) in a release_bounds table of the
     old columns: its next run keeps none of A's new Asian sessions nor A's European one (L0 = 1),
     and B's as usual; the same when the table was written with unit_check."""
-    loc = Locations(root=str(tmp_path), bronze="", silver=str(tmp_path / "silver"), gold="", checkpoints="")
+    loc = _locations(tmp_path)
     unit, check = spark.createDataFrame([("A", DAY)], "user_id string, period_start date").select(
         *continual.privacy_unit()).first()  # A's first hash: what the old code kept
     first = spark.createDataFrame([(DAY, METRIC.name, unit, "Asia", 2, "a1")], OLD_BOUNDS)

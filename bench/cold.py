@@ -1,7 +1,9 @@
 """What an hourly job pays per execution, each command a fresh process (JVM start included), timed
 from outside like a scheduler would: `lakehouse run` with nothing new, `run` with one increment, and
 the yardstick - a fresh process that only starts Spark with the same session config and answers
-`SELECT 1`. `python -m bench.cold spark-start CONF` is that yardstick's process."""
+`SELECT 1` - and the cold floor: a fresh process that does the least such a run must
+(bench.floors.cold_floor). `python -m bench.cold spark-start CONF` is the yardstick's process,
+`python -m bench.cold cold-floor CONF INCREMENT WORK` the floor's."""
 
 from __future__ import annotations
 
@@ -44,20 +46,32 @@ def _summary(times: list[float]) -> dict:
 
 
 def cold_runs(conf: Path, bronze: Path, increments: list[str], reps: int) -> dict:
-    """Medians of `reps` fresh processes each: Spark start, an idle run, a run with one increment."""
+    """Medians of `reps` fresh processes each: Spark start, an idle run, the cold floor of the
+    next increment (on a copy of Silver as the run will find it), a run with that increment."""
+    from lakehouse.config import load_config
+    from lakehouse.storage import Locations
+
     env, lakehouse = _env(), _lakehouse(conf)
-    start, idle, increment = [], [], []
+    silver = Locations.from_config(load_config(str(conf))).silver_sessions
+    floor_work = conf.parent / "cold-floor"
+    start, idle, floor, increment = [], [], [], []
     _timed([*lakehouse, "run"], env)  # whatever the lakehouse holds unreleased: not a figure
     for i in range(reps):
         start.append(_timed([sys.executable, "-m", "bench.cold", "spark-start", str(conf)], env)[0])
         seconds, out = _timed([*lakehouse, "run"], env)
         assert "the stream was not started" in out and "nothing to release" in out, out
         idle.append(seconds)
+        shutil.rmtree(floor_work, ignore_errors=True)
+        shutil.copytree(silver, floor_work / "sessions")  # untimed: the floor appends to it
+        floor.append(_timed([sys.executable, "-m", "bench.cold", "cold-floor", str(conf), increments[i],
+                             str(floor_work)], env)[0])
         shutil.copy(increments[i], bronze / f"cold-{i}-{Path(increments[i]).name}")
         seconds, out = _timed([*lakehouse, "run"], env)
         assert "the stream was not started" not in out and "release " in out, out
         increment.append(seconds)
-    return {"spark_start": _summary(start), "idle_run": _summary(idle), "increment_run": _summary(increment)}
+    shutil.rmtree(floor_work, ignore_errors=True)
+    return {"spark_start": _summary(start), "idle_run": _summary(idle), "cold_floor": _summary(floor),
+            "increment_run": _summary(increment)}
 
 
 def hourly_cold_runs(roots: dict[str, Path], increments: list[str], reps: int) -> dict:
@@ -88,6 +102,18 @@ def spark_start(conf: str) -> None:
     get_spark(load_config(conf)).sql("SELECT 1").collect()
 
 
+def cold_floor_process(conf: str, increment: str, work: str) -> None:
+    from bench.floors import cold_floor
+    from lakehouse.config import load_config
+    from lakehouse.spark import get_spark
+
+    config = load_config(conf)
+    cold_floor(get_spark(config), increment, str(Path(work) / "sessions"), Path(work) / "gold", config.metrics)
+
+
 if __name__ == "__main__":
-    assert sys.argv[1] == "spark-start", sys.argv
-    spark_start(sys.argv[2])
+    if sys.argv[1] == "spark-start":
+        spark_start(sys.argv[2])
+    else:
+        assert sys.argv[1] == "cold-floor", sys.argv
+        cold_floor_process(*sys.argv[2:5])

@@ -10,26 +10,22 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from bench.floors import ingest_floor, release_floor
 from bench.hourly import simulate_hourly
 from bench.rss import PeakRss
 from dp.release import release_dp_metrics
 from lakehouse import catalog
-from lakehouse.config import Config, Engine, MetricConfig, Period, PrivacyConfig, StorageConfig
-from lakehouse.schemas import SILVER_SESSIONS as SILVER_SESSIONS_SCHEMA
-from lakehouse.silver import new_rows
-from lakehouse.storage import Locations, join
+from lakehouse.config import Config, Engine, Period, PrivacyConfig, StorageConfig
+from lakehouse.storage import Locations
 from streaming.ingest import ingest
 from streaming.keys import key_fingerprint, pseudonym_key, silver_properties
 from streaming.schema import BRONZE_SCHEMA, SILVER_COLUMNS
-from streaming.transform import hmac_sha256_hex, session_message
 
 CONTINENTS = ["Americas", "Asia", "Europe", "Oceania", "Africa", "(not set)"]
 COUNTRIES = ["United States", "India", "United Kingdom", "Canada", "Germany", "Japan", "France", "Brazil",
@@ -78,30 +74,6 @@ def plain_json_to_parquet(spark: SparkSession, bronze: Path, out: Path) -> None:
     spark.read.schema(BRONZE_SCHEMA).json(str(bronze)).write.mode("overwrite").parquet(str(out))
 
 
-def ingest_floor(spark: SparkSession, bronze: Path, out: Path) -> None:
-    """The least any ingest of the contracts must do, without validation, dedupe, MERGE, quarantine
-    or stream: Bronze read as text and parsed with ``from_json`` (the quarantine keeps each bad
-    record's original line, which Spark's JSON source never exposes), each row's pseudonym computed
-    (``user_id`` and ``session_id`` are HMAC-SHA256s), and the Silver columns appended to a Delta table with Silver's
-    statistics columns and Parquet encoding. If this alone is over the ingest target, no ingest meets it."""
-    rec = F.col("rec")
-    number = lambda field: field.try_cast("long")  # noqa: E731
-    rows = spark.read.text(str(bronze)).select(F.from_json("value", BRONZE_SCHEMA).alias("rec"),
-                                               F.col("_metadata.file_path").alias("source_file")).select(
-        hmac_sha256_hex(b"bench-floor-key", session_message(rec["fullVisitorId"], rec["visitId"])).alias("session_id"),
-        hmac_sha256_hex(b"bench-floor-key", rec["fullVisitorId"]).alias("user_id"),
-        F.timestamp_seconds(number(rec["visitStartTime"])).alias("session_start"),
-        rec["geoNetwork"]["continent"].alias("continent"), rec["geoNetwork"]["country"].alias("country"),
-        rec["device"]["deviceCategory"].alias("device"), rec["device"]["browser"].alias("browser"),
-        rec["device"]["operatingSystem"].alias("operating_system"),
-        number(rec["totals"]["pageviews"]).cast("int").alias("num_pageviews"),
-        number(rec["totals"]["timeOnSite"]).cast("int").alias("total_time_on_page"),
-        "source_file", F.current_timestamp().alias("ingested_at"))
-    nullable = T.StructType([T.StructField(f.name, f.dataType) for f in SILVER_SESSIONS_SCHEMA.fields])
-    catalog.create_table(spark, str(out), nullable, {**catalog.SILVER_STATS, **catalog.SILVER_ENCODING})
-    rows.write.format("delta").mode("append").save(str(out))
-
-
 def ingest_vs_plain(spark: SparkSession, bronze: str, warmup_bronze: str, work: str, reps: int) -> dict:
     bronze, warmup_bronze, work = Path(bronze), Path(warmup_bronze), Path(work)
     # Warm-up on a small batch: JIT and Spark's code generation, not the figures.
@@ -130,36 +102,6 @@ def plain_aggregate(spark: SparkSession, silver: str) -> None:
     df.groupBy("continent").count().collect()
     df.groupBy("device").agg(F.avg("total_time_on_page")).collect()
     df.groupBy("country").count().collect()
-
-
-def release_floor(spark: SparkSession, silver: str, gold: Path, metrics: tuple[MetricConfig, ...]) -> None:
-    """The least any user-level DP release must do. Every contribution bound is per user and
-    partition, so it must at least count each user's new rows in each metric's partitions (a
-    shuffle of the rows by user, an aggregation per user, metric and partition) and total the capped
-    counts per partition; and it makes one Delta commit per table the contracts have it write: the
-    restricted record first (every spend is recorded before it is published), then each metric's Gold
-    table and the ledger (all at once, best case). Left out: both uniform samples (partitions per
-    user, rows per partition), noise, the budget checks, staging, history. If this alone is over the
-    release target, no release meets it."""
-    latest = catalog.latest_version(spark, silver)
-    columns = sorted({m.group_by for m in metrics})
-    keys = F.array(*[F.struct(F.lit(i).alias("m"), F.col(m.group_by).alias("key"),
-                              F.lit(m.max_contributions_per_partition).alias("cap")) for i, m in enumerate(metrics)])
-    rows = new_rows(spark, silver, 0, latest, Period.NONE).select(F.xxhash64("user_id").alias("user"), *columns)
-    # shuffled once by user, then exploded and counted per (user, partition) in place: the fastest
-    # of the plans tried (vs exploding first, pre-aggregating, or one aggregation per metric)
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
-    (rows.repartition(partitions, "user").select("user", F.explode(keys).alias("e"))
-     .groupBy("user", "e").count()
-     .groupBy("e.m", "e.key").agg(F.sum(F.least("count", F.col("e.cap")))).collect())
-
-    def commit(i: int) -> None:
-        spark.createDataFrame([(i, "key", 1.0)] * len(CONTINENTS), "release_id long, key string, value double") \
-            .write.format("delta").save(join(str(gold), f"table{i}"))
-    commit(0)  # the restricted record
-    published = len(metrics) + 1  # each metric's Gold table and the ledger
-    with ThreadPoolExecutor(max_workers=published) as pool:
-        list(pool.map(commit, range(1, published + 1)))
 
 
 def first_release_timed(spark: SparkSession, config: Config, loc: Locations, gold: Path) -> float:

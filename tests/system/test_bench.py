@@ -27,7 +27,7 @@ def test_figures_are_ratios_of_medians():
         release_vs_plain={"release": run(12.0), "plain": run(3.0), "floor": run(6.0), "release_peak_rss_mb": 1200.0,
                           "reference": run(100.0), "reference_peak_rss_mb": 2100.0},
         growth={15_000: {"ingest": run(2.4), "release": run(1.5)}, 3_000: {"ingest": run(2.0), "release": run(1.0)}},
-        cold={"spark_start": run(6.0), "idle_run": run(1.5), "increment_run": run(18.0)},
+        cold={"spark_start": run(6.0), "idle_run": run(1.5), "cold_floor": run(13.5), "increment_run": run(18.0)},
         scale={"1x": run(4.0), "10x": run(44.0), "10x_peak_rss_mb": 1900.0})
     assert figs["ingest_vs_plain_spark"] == 3.0
     assert figs["release_vs_plain_aggregate"] == 4.0
@@ -38,6 +38,7 @@ def test_figures_are_ratios_of_medians():
     assert figs["release_vs_floor"] == 2.0 and figs["ingest_vs_floor"] == 1.875
     assert figs["release_vs_reference"] == 0.12
     assert figs["cold_run_idle_vs_spark_start"] == 0.25 and figs["cold_run_increment_vs_spark_start"] == 3.0
+    assert figs["cold_floor_vs_spark_start"] == 2.25 and figs["cold_run_increment_vs_cold_floor"] == 1.333
     assert figs["release_10x_vs_1x"] == 11.0
     table = bench.table(figs)
     verdicts = {line.split()[0]: next((w for w in line.split() if w in ("MISSED", "ok", "run")), None)
@@ -106,3 +107,35 @@ def test_bench_smoke_runs_every_measurement(spark, tmp_path, capsys):
     assert released.select("period_start").distinct().count() == hourly["day_2"]["releases"] >= 1
     printed = capsys.readouterr().out
     assert all(key in printed for key in REQUIRED[:5])
+
+
+def test_cold_floor_appends_the_increment_and_commits_each_table(spark, tmp_path):
+    """The cold floor's work, in this session: the increment's every line appended to the copy of
+    Silver as one new version (the lakehouse's own Silver untouched), then one commit per table."""
+    import shutil
+
+    from bench.floors import GOLD_ROWS, cold_floor
+    from bench.tasks import config_for
+    from lakehouse import catalog
+    from lakehouse.generate import generate
+    from streaming.ingest import ingest
+
+    config, loc = config_for(tmp_path / "lakehouse")
+    generate(loc.bronze, 200, seed=7)
+    ingest(spark, config, loc)
+    increment = tmp_path / "increment"
+    generate(increment, 120, seed=8)
+    lines = sum(len(f.read_text().splitlines()) for f in increment.glob("*.jsonl"))
+    copy = str(tmp_path / "floor" / "sessions")
+    shutil.copytree(loc.silver_sessions, copy)
+    before = catalog.latest_version(spark, copy)
+
+    cold_floor(spark, str(increment), copy, tmp_path / "floor" / "gold", config.metrics)
+
+    assert catalog.latest_version(spark, copy) == before + 1
+    assert spark.read.format("delta").load(copy).count() == \
+        spark.read.format("delta").load(loc.silver_sessions).count() + lines
+    assert catalog.latest_version(spark, loc.silver_sessions) == before
+    tables = sorted((tmp_path / "floor" / "gold").iterdir())
+    assert len(tables) == len(config.metrics) + 2  # the record, each metric's Gold table, the ledger
+    assert all(spark.read.format("delta").load(str(t)).count() == GOLD_ROWS for t in tables)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -33,6 +35,16 @@ def _quiet_pyspark_error_loggers() -> None:
         PySparkLogger.getLogger(name).disabled = True
 
 
+def scratch_warehouse() -> str:
+    """Spark creates its warehouse folder (the default database's) at start, though the lakehouse
+    never creates a managed table: an empty folder of this process's own, removed when it exits,
+    rather than ./spark-warehouse in the user's working directory. Left behind, a scheduled job's
+    temp folder would gather one per run."""
+    path = tempfile.mkdtemp(prefix="lakehouse-warehouse-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def session_conf(config: Config) -> dict[str, str]:
     sp = config.spark
     # -DontCompileHugeMethods: the validation projection compiles to one method over the JVM's 8 KB
@@ -58,7 +70,7 @@ def session_conf(config: Config) -> dict[str, str]:
         "spark.driver.memory": sp.driver_memory,
         "spark.ui.enabled": str(sp.ui).lower(),
         "spark.ui.showConsoleProgress": "false",
-        "spark.sql.warehouse.dir": tempfile.mkdtemp(prefix="lakehouse-warehouse-"),
+        "spark.sql.warehouse.dir": scratch_warehouse(),
         "spark.redaction.regex": REDACTION_REGEX,
         "spark.sql.redaction.string.regex": PLAN_REDACTION_REGEX,
         "spark.driver.extraJavaOptions": f"{sp.driver_java_options} {java_opts}".strip(),

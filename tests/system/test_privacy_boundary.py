@@ -113,12 +113,18 @@ def test_sql_runs_queries_and_read_only_commands(released, query, column):
     assert column in r.out.splitlines()[0]
 
 
-def test_a_fresh_process_shows_gold_tables_and_refuses_a_write(released):
+def test_a_fresh_process_shows_gold_tables_and_refuses_a_write(released, tmp_path):
     """Through the real command line, each in its own JVM (no catalog state from earlier calls)."""
     root, conf = released
-    show = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "sql", "SHOW TABLES IN gold", "--format", "csv")
+    scratch = tmp_path / "process-tmp"  # the process's temp folder: it must leave nothing there
+    scratch.mkdir()
+    show = lakehouse_subprocess("--conf", str(conf), "--root", str(root), "sql", "SHOW TABLES IN gold", "--format", "csv",
+                                env={"TMPDIR": str(scratch)})
     out, err = show.communicate(timeout=300)
     assert show.returncode == 0, err
+    # nothing left in the process's temp folder: Spark's warehouse folder and the JVM's log are removed
+    leftovers = [p for p in scratch.rglob("*") if p.is_file() or p.name.startswith("lakehouse-warehouse-")]
+    assert leftovers == []
     # a fresh process prints only what a user needs: no JVM start-up chatter
     assert "incubator" not in err and "log4j" not in err and "SLF4J" not in err, err
     names = {line.split(",")[1] for line in out.splitlines()[1:]}

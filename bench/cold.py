@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from lakehouse.config import load_config
+from lakehouse.storage import Locations
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,9 +51,6 @@ def _summary(times: list[float]) -> dict:
 def cold_runs(conf: Path, bronze: Path, increments: list[str], reps: int) -> dict:
     """Medians of `reps` fresh processes each: Spark start, an idle run, the cold floor of the
     next increment (on a copy of Silver as the run will find it), a run with that increment."""
-    from lakehouse.config import load_config
-    from lakehouse.storage import Locations
-
     env, lakehouse = _env(), _lakehouse(conf)
     silver = Locations.from_config(load_config(str(conf))).silver_sessions
     floor_work = conf.parent / "cold-floor"
@@ -96,7 +96,6 @@ def hourly_conf(root: Path) -> Path:
 
 
 def spark_start(conf: str) -> None:
-    from lakehouse.config import load_config
     from lakehouse.spark import get_spark
 
     get_spark(load_config(conf)).sql("SELECT 1").collect()
@@ -104,7 +103,6 @@ def spark_start(conf: str) -> None:
 
 def cold_floor_process(conf: str, increment: str, work: str) -> None:
     from bench.floors import cold_floor
-    from lakehouse.config import load_config
     from lakehouse.spark import get_spark
 
     config = load_config(conf)

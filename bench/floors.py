@@ -10,6 +10,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
+from deltalake import write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -63,9 +65,12 @@ def release_floor(spark: SparkSession, silver: str, gold: Path, metrics: tuple[M
     rows in each metric's partitions (a shuffle of the rows by user, an aggregation per user, metric
     and partition) and total the capped counts per partition; and it makes one Delta commit per
     table the contracts have it write: the restricted record first (every spend is recorded before
-    it is published), then each metric's Gold table and the ledger (all at once, best case). Left
-    out: both uniform samples (partitions per user, rows per partition), noise, the budget checks,
-    staging, history. If this alone is over the release target, no release meets it."""
+    it is published), then each metric's Gold table and the ledger (all at once, best case). The
+    commits go through delta-rs (the `deltalake` package, which the lakehouse's Gold readers use):
+    a few rows each, written without a Spark job, ~0.01 s a commit where Spark's took ~0.8 s in a
+    fresh JVM (measured: five in 0.06 s against 3.7-4.0 s). Left out: both uniform samples
+    (partitions per user, rows per partition), noise, the budget checks, staging, history. If this
+    alone is over the release target, no release meets it."""
     latest = catalog.latest_version(spark, silver)
     columns = sorted({m.group_by for m in metrics})
     keys = F.array(*[F.struct(F.lit(i).alias("m"), F.col(m.group_by).alias("key"),
@@ -79,9 +84,9 @@ def release_floor(spark: SparkSession, silver: str, gold: Path, metrics: tuple[M
      .groupBy("user", "e").count()
      .groupBy("e.m", "e.key").agg(F.sum(F.least("count", F.col("e.cap")))).collect())
 
-    def commit(i: int) -> None:
-        spark.createDataFrame([(i, "key", 1.0)] * GOLD_ROWS, "release_id long, key string, value double") \
-            .write.format("delta").mode("append").save(join(str(gold), f"table{i}"))
+    def commit(i: int) -> None:  # through delta-rs: a few rows, no Spark job (Spark's commits: below)
+        rows = pa.table({"release_id": [i] * GOLD_ROWS, "key": ["key"] * GOLD_ROWS, "value": [1.0] * GOLD_ROWS})
+        write_deltalake(join(str(gold), f"table{i}"), rows, mode="append")
     commit(0)  # the restricted record
     published = len(metrics) + 1  # each metric's Gold table and the ledger
     with ThreadPoolExecutor(max_workers=published) as pool:

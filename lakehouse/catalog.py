@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -20,7 +21,8 @@ from pyspark.sql.types import StructType, TimestampType
 
 from lakehouse import fs, jvm_bridge, schemas
 from lakehouse.errors import LakehouseError
-from lakehouse.storage import Locations, join
+from lakehouse.log import warn
+from lakehouse.storage import Locations, is_url, join
 
 # min/max statistics where they prune: the ingest MERGE's time window, and time-range queries.
 # (All 12 columns cost ~30 % more per write.)
@@ -96,11 +98,79 @@ def ensure_table(spark: SparkSession, path: str, schema: StructType, properties:
         create_table(spark, path, schema, properties)
 
 
+def local_table_exists(path: str) -> bool:
+    """table_exists for a local path, without Spark."""
+    log = Path(path) / "_delta_log"
+    return (log / FIRST_COMMIT).is_file() or (log / "_last_checkpoint").is_file()
+
+
+# The Python values each column type takes, as createDataFrame's schema check takes them: Arrow
+# alone would cut 1.5 to 1 in a long column, or read a time without a zone as UTC.
+_VALUES: dict[str, type] = {"bigint": int, "int": int, "double": float, "string": str}
+
+
+def _acceptable(kind: str, value: object) -> bool:
+    if kind == "timestamp":
+        return isinstance(value, dt.datetime) and value.tzinfo is not None
+    if kind == "date":
+        return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+    wanted = _VALUES.get(kind)
+    return wanted is not None and isinstance(value, wanted) and not isinstance(value, bool)
+
+
+def _check_rows(path: str, schema: StructType, rows: list[tuple]) -> None:
+    for row in rows:
+        if len(row) != len(schema.fields):
+            raise LakehouseError(f"appending to {path}: a row of {len(row)} values for {len(schema.fields)} columns")
+        for field, value in zip(schema.fields, row, strict=True):
+            kind = field.dataType.simpleString()
+            if not (field.nullable if value is None else _acceptable(kind, value)):
+                raise LakehouseError(f"appending to {path}: column {field.name} ({kind}"
+                                     f"{'' if field.nullable else ', NOT NULL'}) cannot take {value!r}")
+
+
+# Spark's default: a checkpoint every 10 commits keeps a table's log quick to read (delta-rs' is 100).
+CHECKPOINT_INTERVAL = 10
+
+
 def append(spark: SparkSession, path: str, schema: StructType, rows: list[tuple],
            properties: dict[str, str] | None = None) -> None:
-    """Appends rows; `properties` are the table's if this append creates it (Delta ignores them
-    for a table that exists)."""
-    spark.createDataFrame(rows, schema).write.format("delta").mode("append").options(**(properties or {})).save(path)
+    """Appends rows (in `schema`'s field order) as one commit. A local table that exists takes
+    them through delta-rs: a release's few rows per table need no Spark job, and its five to eight
+    appends take ~0.06 s that way against ~3-4 s through Spark in a fresh JVM (measured). Otherwise
+    through Spark, `properties` being the table's if this append creates it (Delta ignores them for
+    a table that exists)."""
+    if is_url(path) or not local_table_exists(path):
+        spark.createDataFrame(rows, schema).write.format("delta").mode("append").options(**(properties or {})).save(path)
+    else:
+        _check_rows(path, schema, rows)
+        _append_local(path, schema.fieldNames(), rows)
+
+
+def _append_local(path: str, names: list[str], rows: list[tuple]) -> None:
+    import pyarrow as pa
+    from deltalake import DeltaTable as LocalTable
+    from deltalake import write_deltalake
+    from deltalake.exceptions import DeltaError
+
+    try:
+        table = LocalTable(path)
+        # the table's own types and NOT NULL columns (a table Spark created by a DataFrame write has none)
+        columns = pa.schema(table.schema().to_arrow())
+        unknown = [name for name in names if name not in columns.names]
+        if unknown:  # Arrow would drop them without a word; Spark refuses such an append too
+            raise LakehouseError(f"{path} has no column {', '.join(unknown)}: the table predates this version of "
+                                 "the lakehouse, or is not one of its tables")
+        data = pa.Table.from_pylist([dict(zip(names, row, strict=True)) for row in rows], schema=columns)
+        write_deltalake(table, data, mode="append")
+    except (DeltaError, OSError) as exc:
+        raise StorageError(f"cannot append to {path}: {exc}") from exc
+    try:  # the rows are committed: a checkpoint only speeds up reading the log
+        table = LocalTable(path)
+        if table.version() % CHECKPOINT_INTERVAL == 0:
+            table.create_checkpoint()
+    except (DeltaError, OSError) as exc:
+        warn(f"{path}: no checkpoint written ({exc}); readers replay its log instead")
 
 
 def holds_rows(spark: SparkSession, path: str, condition: Column) -> bool:

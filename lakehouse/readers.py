@@ -76,8 +76,7 @@ class LocalReader:
     """delta-rs on local paths (no JVM). Existence is decided as catalog.table_exists does."""
 
     def exists(self, path: str) -> bool:
-        log = Path(path) / "_delta_log"
-        return (log / catalog.FIRST_COMMIT).is_file() or (log / "_last_checkpoint").is_file()
+        return catalog.local_table_exists(path)
 
     def _table(self, path: str) -> Any:
         from deltalake import DeltaTable

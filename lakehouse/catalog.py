@@ -150,7 +150,7 @@ def append(spark: SparkSession, path: str, schema: StructType, rows: list[tuple]
 def _append_local(path: str, names: list[str], rows: list[tuple]) -> None:
     import pyarrow as pa
     from deltalake import DeltaTable as LocalTable
-    from deltalake import write_deltalake
+    from deltalake import PostCommitHookProperties, write_deltalake
     from deltalake.exceptions import DeltaError
 
     try:
@@ -162,13 +162,20 @@ def _append_local(path: str, names: list[str], rows: list[tuple]) -> None:
             raise LakehouseError(f"{path} has no column {', '.join(unknown)}: the table predates this version of "
                                  "the lakehouse, or is not one of its tables")
         data = pa.Table.from_pylist([dict(zip(names, row, strict=True)) for row in rows], schema=columns)
-        write_deltalake(table, data, mode="append")
-    except (DeltaError, OSError) as exc:
+        # delta-rs' own checkpoints come every 100 commits; it still removes expired log files (30
+        # days and older than a checkpoint), as Spark does when it checkpoints
+        write_deltalake(table, data, mode="append",
+                        post_commithook_properties=PostCommitHookProperties(create_checkpoint=False))
+    except (DeltaError, OSError, pa.ArrowException, OverflowError) as exc:
         raise StorageError(f"cannot append to {path}: {exc}") from exc
+    log = Path(path) / "_delta_log"
     try:  # the rows are committed: a checkpoint only speeds up reading the log
         table = LocalTable(path)
         if table.version() % CHECKPOINT_INTERVAL == 0:
             table.create_checkpoint()
+            # Hadoop's checksum of the _last_checkpoint Spark wrote, which delta-rs does not update:
+            # Spark would find it wrong and retry for ~3 s before listing the log instead
+            (log / "._last_checkpoint.crc").unlink(missing_ok=True)
     except (DeltaError, OSError) as exc:
         warn(f"{path}: no checkpoint written ({exc}); readers replay its log instead")
 

@@ -26,7 +26,8 @@ _INSERTING = ("WRITE", "MERGE", "STREAMING UPDATE", "CREATE TABLE AS SELECT")
 
 def commit_of(version: Any, operation: Any, parameters: Any, metrics: Any) -> Commit:
     metrics, operation = metrics or {}, str(operation or "")
-    inserted = metrics.get("numTargetRowsInserted") or metrics.get("numOutputRows") or 0
+    # Spark's MERGE, Spark's other writes, delta-rs' writes
+    inserted = metrics.get("numTargetRowsInserted") or metrics.get("numOutputRows") or metrics.get("num_added_rows") or 0
     return Commit(int(version), operation, str((parameters or {}).get("mode", "")),
                   int(inserted) if operation in _INSERTING else 0)
 

@@ -32,25 +32,33 @@ def commit_info(path, version: int) -> dict:
 def test_appends_to_a_local_table_are_read_as_spark_wrote_them(spark, tmp_path):
     path = tmp_path / "privacy_ledger"
     catalog.create_table(spark, str(path), schemas.PRIVACY_LEDGER, catalog.APPEND_ONLY)
-    days = [dt.date(2026, 11, 1) + dt.timedelta(days=i) if i % 3 else None for i in range(12)]
-    for i, day in enumerate(days, start=1):
+    days = [dt.date(2026, 11, 1) + dt.timedelta(days=i) if i % 3 else None for i in range(22)]
+    for i, day in enumerate(days[:10], start=1):  # a table Spark has written and checkpointed
+        spark.createDataFrame([ledger_row(i, day)], schemas.PRIVACY_LEDGER).write.format("delta").mode("append") \
+            .save(str(path))
+    log = path / "_delta_log"
+    assert (log / "._last_checkpoint.crc").is_file()  # Hadoop's checksum of Spark's _last_checkpoint
+    for i, day in enumerate(days[10:], start=11):
         catalog.append(spark, str(path), schemas.PRIVACY_LEDGER, [ledger_row(i, day)], catalog.RELEASE_STATS)
 
-    assert "delta-rs" in commit_info(path, 1)["engineInfo"]  # not Spark's job
-    assert (path / "_delta_log" / f"{10:020d}.checkpoint.parquet").is_file()  # Spark's interval, not delta-rs' 100
+    assert "delta-rs" in commit_info(path, 11)["engineInfo"]  # not Spark's job
+    assert (log / f"{20:020d}.checkpoint.parquet").is_file()  # Spark's interval, not delta-rs' 100
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == 20
+    # a checksum of Spark's checkpoint beside delta-rs' would send Spark into ~3 s of retries
+    assert not (log / "._last_checkpoint.crc").exists()
     rows = catalog.collect_utc(catalog.read(spark, str(path)).orderBy("release_id"))
-    assert [r["release_id"] for r in rows] == list(range(1, 13))
+    assert [r["release_id"] for r in rows] == list(range(1, 23))
     assert [r["period_start"] for r in rows] == days
-    assert [r["released_at"] for r in rows] == [RELEASED_AT + dt.timedelta(hours=i) for i in range(1, 13)]
-    assert rows[0]["epsilon"] == 0.25 and rows[0]["delta"] == 1e-7 and rows[0]["kind"] == "closed"
+    assert [r["released_at"] for r in rows] == [RELEASED_AT + dt.timedelta(hours=i) for i in range(1, 23)]
+    assert rows[-1]["epsilon"] == 0.25 and rows[-1]["delta"] == 1e-7 and rows[-1]["kind"] == "closed"
     # the table keeps its NOT NULL columns, and the budget's reads and checks take it as appended to
     assert not next(f for f in catalog.read(spark, str(path)).schema.fields if f.name == "release_id").nullable
     for reader in (SparkReader(spark), LocalReader()):
         history = reader.history(str(path))
-        assert sorted(c.version for c in history) == list(range(13))
-        assert {(c.operation, c.mode) for c in history if c.version > 0} == {("WRITE", "Append")}
+        assert sorted(c.version for c in history) == list(range(23))
+        assert {(c.operation, c.mode, c.rows_inserted) for c in history if c.version > 0} == {("WRITE", "Append", 1)}
         _check_append_only(history, str(path), "gold.privacy_ledger")
-        assert reader.max_value(str(path), "release_id") == 12
+        assert reader.max_value(str(path), "release_id") == 22
 
 
 def test_a_local_append_refuses_what_spark_would(spark, tmp_path):

@@ -81,3 +81,25 @@ def test_a_local_append_refuses_what_spark_would(spark, tmp_path):
     with pytest.raises(LakehouseError, match="has no column extra"):  # not dropped without a word
         catalog.append(spark, str(path), wider, [(*ledger_row(1, None), "x")])
     assert catalog.read(spark, str(path)).count() == 0
+
+
+def test_a_local_table_is_created_as_spark_would_create_it(spark, tmp_path):
+    """The record and the ledger (ensure_table) and a Gold table (its first append): reader 1 /
+    writer 2 without table features (Gold's readers), the schema's NOT NULL columns, the given
+    properties - delta.appendOnly among them, which Spark then enforces."""
+    ledger, gold = tmp_path / "privacy_ledger", tmp_path / "gold" / "sessions_per_continent"
+    catalog.ensure_table(spark, str(ledger), schemas.PRIVACY_LEDGER, catalog.APPEND_ONLY)
+    catalog.append(spark, str(ledger), schemas.PRIVACY_LEDGER, [ledger_row(1, None)])
+    catalog.append(spark, str(gold), schemas.PRIVACY_LEDGER, [ledger_row(1, dt.date(2026, 11, 1))],
+                   catalog.RELEASE_STATS)
+    for path, properties in ((ledger, catalog.APPEND_ONLY), (gold, catalog.RELEASE_STATS)):
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+        assert (detail["minReaderVersion"], detail["minWriterVersion"]) == (1, 2)
+        assert not detail["tableFeatures"] or set(detail["tableFeatures"]) <= {"appendOnly", "invariants"}
+        assert {k: detail["properties"][k] for k in properties} == properties
+        fields = {f.name: f.nullable for f in catalog.read(spark, str(path)).schema.fields}
+        assert fields == {f.name: f.nullable for f in schemas.PRIVACY_LEDGER.fields}
+        assert catalog.read(spark, str(path)).count() == 1
+    with pytest.raises(Exception, match="(?i)append"):  # Spark refuses to take a spend back
+        spark.sql(f"DELETE FROM delta.`{ledger}` WHERE release_id = 1")
+    assert catalog.read(spark, str(ledger)).count() == 1

@@ -94,7 +94,7 @@ APPEND_ONLY = {"delta.appendOnly": "true", **RELEASE_STATS}
 
 
 def ensure_table(spark: SparkSession, path: str, schema: StructType, properties: dict[str, str]) -> None:
-    if is_url(path):
+    if is_url(path) or "%" in path:  # see append
         if not table_exists(spark, path):
             create_table(spark, path, schema, properties)
     elif not local_table_exists(path):
@@ -143,13 +143,12 @@ def append(spark: SparkSession, path: str, schema: StructType, rows: list[tuple]
     a release's few rows per table need no Spark job, and its five to eight appends take ~0.06 s
     that way against ~3-4 s through Spark in a fresh JVM (measured). A table on Azure takes them
     through Spark."""
-    if is_url(path):
+    # (delta-rs mistakes a %XX in a local path for an escape: such a path stays on Spark)
+    if is_url(path) or "%" in path:
         spark.createDataFrame(rows, schema).write.format("delta").mode("append").options(**(properties or {})).save(path)
         return
     _check_rows(path, schema, rows)
-    if not local_table_exists(path):
-        _create_local(path, schema, properties or {})
-    _append_local(path, schema.fieldNames(), rows)
+    _append_local(path, schema, rows, properties or {})
 
 
 def _arrow_schema(schema: StructType) -> Any:
@@ -166,8 +165,8 @@ def _arrow_schema(schema: StructType) -> Any:
 
 
 def _create_local(path: str, schema: StructType, properties: dict[str, str]) -> None:
-    """A new local table through delta-rs: reader 1 / writer 2 with `delta.appendOnly`, as Spark
-    makes it, and no Spark job (a first release creates six to eight tables)."""
+    """A new, empty local table through delta-rs: reader 1 / writer 2 with `delta.appendOnly`, as
+    Spark makes it, and no Spark job (a first release creates six to eight tables)."""
     from deltalake import DeltaTable as LocalTable
     from deltalake.exceptions import DeltaError
 
@@ -177,16 +176,20 @@ def _create_local(path: str, schema: StructType, properties: dict[str, str]) -> 
         raise StorageError(f"cannot create {path}: {exc}") from exc
 
 
-def _append_local(path: str, names: list[str], rows: list[tuple]) -> None:
+def _append_local(path: str, schema: StructType, rows: list[tuple], properties: dict[str, str]) -> None:
     import pyarrow as pa
     from deltalake import DeltaTable as LocalTable
     from deltalake import PostCommitHookProperties, write_deltalake
     from deltalake.exceptions import DeltaError
 
+    names = schema.fieldNames()
     try:
-        table = LocalTable(path)
-        # the table's own types and NOT NULL columns (a table Spark created by a DataFrame write has none)
-        columns = pa.schema(table.schema().to_arrow())
+        if local_table_exists(path):
+            target: Any = LocalTable(path)
+            # the table's own types and NOT NULL columns (one Spark created by a DataFrame write has none)
+            columns, created_with = pa.schema(target.schema().to_arrow()), None
+        else:  # created by this commit, with its rows in version 0, as Spark's first write made it
+            target, columns, created_with = path, _arrow_schema(schema), properties
         unknown = [name for name in names if name not in columns.names]
         if unknown:  # Arrow would drop them without a word; Spark refuses such an append too
             raise LakehouseError(f"{path} has no column {', '.join(unknown)}: the table predates this version of "
@@ -194,14 +197,14 @@ def _append_local(path: str, names: list[str], rows: list[tuple]) -> None:
         data = pa.Table.from_pylist([dict(zip(names, row, strict=True)) for row in rows], schema=columns)
         # delta-rs' own checkpoints come every 100 commits; it still removes expired log files (30
         # days and older than a checkpoint), as Spark does when it checkpoints
-        write_deltalake(table, data, mode="append",
+        write_deltalake(target, data, mode="append", configuration=created_with,
                         post_commithook_properties=PostCommitHookProperties(create_checkpoint=False))
     except (DeltaError, OSError, pa.ArrowException, OverflowError) as exc:
         raise StorageError(f"cannot append to {path}: {exc}") from exc
     log = Path(path) / "_delta_log"
     try:  # the rows are committed: a checkpoint only speeds up reading the log
         table = LocalTable(path)
-        if table.version() % CHECKPOINT_INTERVAL == 0:
+        if table.version() > 0 and table.version() % CHECKPOINT_INTERVAL == 0:
             table.create_checkpoint()
             # Hadoop's checksum of the _last_checkpoint Spark wrote, which delta-rs does not update:
             # Spark would find it wrong and retry for ~3 s before listing the log instead

@@ -100,6 +100,8 @@ def test_a_local_table_is_created_as_spark_would_create_it(spark, tmp_path):
         fields = {f.name: f.nullable for f in catalog.read(spark, str(path)).schema.fields}
         assert fields == {f.name: f.nullable for f in schemas.PRIVACY_LEDGER.fields}
         assert catalog.read(spark, str(path)).count() == 1
+    # a table created by its first append holds its rows in version 0 (`VERSION AS OF 0`), as Spark made it
+    assert catalog.read(spark, str(gold), version=0).count() == 1 and catalog.latest_version(spark, str(gold)) == 0
     with pytest.raises(Exception, match="(?i)append"):  # Spark refuses to take a spend back
         spark.sql(f"DELETE FROM delta.`{ledger}` WHERE release_id = 1")
     assert catalog.read(spark, str(ledger)).count() == 1

@@ -3,8 +3,11 @@ answers in well under a second where starting Spark takes ten (`lakehouse budget
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from urllib.parse import unquote, urlparse
 
 from lakehouse import catalog
 from lakehouse.storage import is_url
@@ -125,6 +128,46 @@ class LocalReader:
             raise ValueError(f"{path}: a file has no {kind} statistics of {column}")
         return values
 
+    def files_meeting(self, path: str, column: str, lo: dt.datetime, hi: dt.datetime) -> list[str]:
+        """The table's data files (as local paths) whose min/max statistics of the timestamp `column`
+        meet [lo, hi] (aware datetimes): the only files that can hold a row in that range. A file
+        without statistics meets every range. Raises ValueError where reading these Parquet files
+        as they are would not give the table's rows or columns (deletion vectors, column mapping,
+        partition columns) or a path would not reach Spark as written (glob characters)."""
+        import pyarrow as pa
+
+        table = self._table(path)
+        features = set(table.protocol().reader_features or ())
+        metadata = table.metadata()
+        if "deletionVectors" in features or metadata.configuration.get("delta.columnMapping.mode", "none") != "none":
+            raise ValueError(f"{path}: deletion vectors or column mapping: its Parquet files are not its rows")
+        if metadata.partition_columns:
+            raise ValueError(f"{path}: partitioned by {metadata.partition_columns}")
+        actions = pa.table(table.get_add_actions(flatten=True))  # one load: every column in the same order
+        paths = actions.column("path").to_pylist()
+        lows, highs = ([None] * len(paths) if f"{kind}.{column}" not in actions.column_names
+                       else actions.column(f"{kind}.{column}").to_pylist() for kind in ("min", "max"))
+        # Delta truncates a timestamp's statistics to the millisecond: a file's maximum may be up to
+        # 999 us below its largest value (Delta's own skipping widens it the same way)
+        slack = dt.timedelta(milliseconds=1)
+        meeting = [self._file_path(path, p) for p, low, high in zip(paths, lows, highs, strict=True)
+                   if low is None or high is None or (_utc(low) <= hi and _utc(high) + slack >= lo)]
+        globbed = [p for p in meeting if any(c in p for c in "*?[]{}\\")]
+        if globbed:
+            raise ValueError(f"{globbed[0]}: Spark would read its name as a glob pattern")
+        return meeting
+
+    @staticmethod
+    def _file_path(table: str, added: str) -> str:
+        """An add action's path (a URI-encoded path relative to the table, or an absolute URI) as a
+        local path."""
+        url = urlparse(added)
+        if url.scheme == "file":
+            return unquote(url.path)
+        if url.scheme:
+            raise ValueError(f"{table}: a data file at {added}, not on this machine")
+        return os.path.join(table, unquote(added))
+
     def max_value(self, path: str, column: str) -> Any:
         """As TableReader.max_value; raises ValueError if a file has no statistics of the column."""
         return max(self._bounds(path, "max", column), default=None)
@@ -132,6 +175,10 @@ class LocalReader:
     def min_value(self, path: str, column: str) -> Any:
         """The column's minimum (None for a table with no file); raises ValueError as max_value."""
         return min(self._bounds(path, "min", column), default=None)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def local(*paths: str) -> bool:

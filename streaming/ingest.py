@@ -4,13 +4,16 @@ The stream's checkpoint is the only record of which Bronze files were processed.
 (at most ``ingest.max_files_per_trigger`` files) is parsed and validated by ``streaming.transform``,
 then
 
-* valid sessions are de-duplicated within the batch, then MERGEd into ``silver.sessions`` on
-  ``session_id`` (insert-only), so a session delivered twice - in one file, across files, or by a
-  replayed batch - is stored once. When Silver holds no session at all within the batch's time
-  window (widened by the dedupe window) - a first ingest, a backfill of new days - the MERGE could
-  match nothing, and the sessions are appended instead: the same rows, without the MERGE's join
-  and per-row bookkeeping. The check and the append are one writer's (the run lock), and a
-  replayed batch finds its own rows in the window and MERGEs;
+* valid sessions are de-duplicated within the batch, then inserted into ``silver.sessions`` unless
+  a session with the same ``session_id`` is stored within the batch's time window (its sessions'
+  span, widened by the dedupe window), so a session delivered twice - in one file, across files,
+  or by a replayed batch - is stored once. For a local Silver, delta-rs lists the data files whose
+  ``session_start`` statistics meet the window (from the log alone, without Spark's snapshot
+  state); the batch's sessions whose id none of those files holds in the window are appended -
+  all of them when no file meets it (a first ingest, a backfill of new days). Elsewhere (Azure, or
+  a table whose Parquet files are not its rows: deletion vectors, column mapping) Delta's
+  insert-only MERGE does the same. Either way the check and the write are one writer's (the run
+  lock), and a replayed batch finds its own rows in the window and inserts none;
 * invalid lines are appended to ``silver.quarantine`` with the raw line and a reason. Only the batch
   a crash left planned but uncommitted is ever replayed; for it, the append is skipped if the table
   already holds lines of its files (each Bronze file belongs to one batch, and a Delta commit is
@@ -26,6 +29,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from delta.tables import DeltaTable
+from deltalake.exceptions import DeltaError
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.errors import StreamingQueryException
@@ -38,6 +42,7 @@ from lakehouse.errors import LakehouseError, spark_message
 from lakehouse.jvm_bridge import free_local_checkpoint
 from lakehouse.lock import RunLease
 from lakehouse.log import progress, warn
+from lakehouse.readers import LocalReader
 from lakehouse.storage import Locations
 from streaming import checkpoint, keys, transform
 from streaming.bronze_files import BRONZE_GLOB, BRONZE_NAME, ignored_warning
@@ -47,7 +52,22 @@ BATCH_PROPERTY = "lakehouse.lastEmptyIngestBatch"  # set by a batch that brought
 
 
 def _check_silver(spark: SparkSession, loc: Locations, fingerprint: str) -> None:
-    keys.check_silver_properties(catalog.table_properties(spark, loc.silver_sessions), loc, fingerprint)
+    properties = None
+    if catalog.delta_rs_path(loc.silver_sessions):
+        # from the log's metadata through delta-rs: Spark's first Delta table costs a fresh JVM
+        # ~2.5 s (class loading, log replay), measured
+        try:
+            properties = LocalReader().properties(loc.silver_sessions)
+        except (DeltaError, OSError, ValueError):
+            pass  # Spark reads it, or says why it cannot
+    if properties is None:
+        properties = catalog.table_properties(spark, loc.silver_sessions)
+    keys.check_silver_properties(properties, loc, fingerprint)
+
+
+def _between(column: str, lo: dt.datetime, hi: dt.datetime) -> str:
+    """`column` within [lo, hi] as SQL (UTC literals: the session time zone is UTC)."""
+    return f"{column} >= TIMESTAMP'{lo:%Y-%m-%d %H:%M:%S}' AND {column} <= TIMESTAMP'{hi:%Y-%m-%d %H:%M:%S}'"
 
 
 MAX_FILE_AGE = "36500d"
@@ -163,10 +183,8 @@ class SilverBatchWriter:
         inserted = 0
         self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
         if stats["valid"]:
-            sessions = transform.dedupe_sessions(transform.valid_sessions(candidates))
-            window = self._window(stats["lo"], stats["hi"])
-            inserted = (self._merge(sessions, window("t.session_start")) if self._silver_holds(window("session_start"))
-                        else self._append(sessions))
+            inserted = self._insert(transform.dedupe_sessions(transform.valid_sessions(candidates)),
+                                    *self._window(stats["lo"], stats["hi"]))
         if not inserted:
             # Every batch is one commit of silver.sessions, new sessions or not: its version number
             # (published in Gold) then counts Bronze deliveries, and says nothing of their content.
@@ -207,29 +225,41 @@ class SilverBatchWriter:
         files = [r[0] for r in bad.select("source_file").distinct().collect()]
         return catalog.holds_rows(self.spark, self.loc.silver_quarantine, F.col("source_file").isin(files))
 
-    def _window(self, lo: int, hi: int) -> Callable[[str], str]:
+    def _window(self, lo: int, hi: int) -> tuple[dt.datetime, dt.datetime]:
         """Where a stored copy of the batch's sessions could be: their session_start range (epoch
-        seconds) widened by the dedupe window, as SQL on a given column (UTC literals: the session
-        time zone is UTC)."""
+        seconds) widened by the dedupe window, as aware UTC times."""
         widen = int(self.window.total_seconds())
-        lo_s, hi_s = (dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") for t in (lo - widen, hi + widen))
-        return lambda column: f"{column} >= TIMESTAMP'{lo_s}' AND {column} <= TIMESTAMP'{hi_s}'"
+        return dt.datetime.fromtimestamp(lo - widen, dt.UTC), dt.datetime.fromtimestamp(hi + widen, dt.UTC)
 
-    def _silver_holds(self, window: str) -> bool:
-        """Whether a file of silver.sessions may hold a row in the window: the files Delta's skipping
-        by statistics leaves (a file without statistics stays). Planning alone answers it, no data
-        is read (reading the files that overlap cost ~1-5 s in a fresh JVM, measured), and an
-        overlapping file without a row in the window only sends the batch to the exact MERGE."""
-        return bool(catalog.read(self.spark, self.loc.silver_sessions).where(window).inputFiles())
+    def _insert(self, sessions: DataFrame, lo: dt.datetime, hi: dt.datetime) -> int:
+        """Inserts the sessions that Silver does not hold within [lo, hi]; how many it inserted."""
+        files = self._files_meeting(lo, hi)
+        if files is None:  # Delta decides, by its own skipping
+            if not catalog.read(self.spark, self.loc.silver_sessions).where(_between("session_start", lo, hi)).inputFiles():
+                return self._append(sessions)
+            # only the Silver files whose session_start range meets the window are read: Delta skips
+            # the rest by their min/max statistics
+            metrics = (DeltaTable.forPath(self.spark, self.loc.silver_sessions).alias("t")
+                       .merge(sessions.alias("s"), f"t.session_id = s.session_id AND {_between('t.session_start', lo, hi)}")
+                       .whenNotMatchedInsertAll()
+                       .execute())
+            return int(catalog.one(metrics)["num_inserted_rows"])
+        if not files:
+            return self._append(sessions)
+        stored = (self.spark.read.schema("session_id STRING, session_start TIMESTAMP").parquet(*files)
+                  .where(_between("session_start", lo, hi)).select("session_id"))
+        return self._append(sessions.join(stored, "session_id", "left_anti"))
 
-    def _merge(self, sessions: DataFrame, window: str) -> int:
-        # Only Silver files whose session_start range meets the window are read: Delta skips the rest
-        # by their min/max statistics.
-        metrics = (DeltaTable.forPath(self.spark, self.loc.silver_sessions).alias("t")
-                   .merge(sessions.alias("s"), f"t.session_id = s.session_id AND {window}")
-                   .whenNotMatchedInsertAll()
-                   .execute())
-        return int(catalog.one(metrics)["num_inserted_rows"])
+    def _files_meeting(self, lo: dt.datetime, hi: dt.datetime) -> list[str] | None:
+        """The Silver files that may hold a session within [lo, hi], from the log's statistics
+        through delta-rs (Spark's snapshot state costs a fresh JVM ~3 s: a Spark job over the log,
+        measured); None where delta-rs cannot say exactly, and Delta must."""
+        if not catalog.delta_rs_path(self.loc.silver_sessions):
+            return None
+        try:
+            return LocalReader().files_meeting(self.loc.silver_sessions, "session_start", lo, hi)
+        except (DeltaError, OSError, ValueError):
+            return None
 
     def _append(self, sessions: DataFrame) -> int:
         written = Observation("silver_append")

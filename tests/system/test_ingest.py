@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import io
 import json
@@ -230,7 +231,7 @@ def test_every_batch_is_one_silver_version_whatever_it_holds(spark, root):
         r = run_cli("--root", str(root), "ingest", "--counts")
         assert r.code == 0, r.err
         versions.append(summary(r.out)["version"])
-    assert versions == sorted(set(versions)) and len(versions) == 4  # one new version per batch
+    assert [b - a for a, b in zip(versions, versions[1:])] == [1, 1, 1]  # one new version per batch
     assert silver_rows(spark, root).count() == 1
 
 
@@ -268,10 +269,13 @@ def test_a_redelivery_is_merged_in_a_process_west_of_utc_with_no_dedupe_window(s
     assert silver_rows(spark, root).count() == 1
 
 
-def test_a_batch_with_nothing_stored_in_its_window_is_appended_and_a_redelivery_is_merged(spark, root):
+@pytest.mark.parametrize("deletion_vectors", [False, True], ids=["delta-rs-listing", "spark-merge"])
+def test_a_batch_is_inserted_but_for_the_sessions_stored_in_its_window(spark, root, deletion_vectors):
     """A batch whose time window (its sessions' span, widened by the 48 h dedupe window) holds no
     stored session cannot meet a duplicate there: it is appended. A batch that re-delivers a stored
-    session - at the same time, or hours off - is MERGEd, and stores it once."""
+    session - at the same time, or hours off - stores it once. A local Silver is checked through
+    delta-rs' file list and appended to; one whose Parquet files are not its rows (deletion vectors)
+    through Delta's MERGE."""
     bronze = root / "bronze"
     day = 1_470_009_600  # 2016-08-01 00:00 UTC
 
@@ -282,15 +286,64 @@ def test_a_batch_with_nothing_stored_in_its_window_is_appended_and_a_redelivery_
                ("b.jsonl", [line("3", day + 30 * 86_400)]),                    # 30 days on: nothing near
                ("c.jsonl", [line("1", day), line("4", day + 86_400)]),         # session 1 again
                ("d.jsonl", [line("2", day + 5 * 3600), line("3", day + 30 * 86_400)])]  # 2 hours off; 3 again
-    for name, lines in batches:
+    silver = root / "silver" / "sessions"
+    for i, (name, lines) in enumerate(batches):
         _write(bronze / name, lines)
         r = run_cli("--root", str(root), "ingest", "--counts")
         assert r.code == 0, r.err
-    history = spark.sql(f"DESCRIBE HISTORY delta.`{root / 'silver' / 'sessions'}`").orderBy("version").collect()
-    # a MERGE that inserts nothing commits nothing: that batch's version is a property's commit
-    assert [h["operation"] for h in history[-4:]] == ["WRITE", "WRITE", "MERGE", "SET TBLPROPERTIES"]
+        if i == 0 and deletion_vectors:
+            spark.sql(f"ALTER TABLE delta.`{silver}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    history = [h for h in spark.sql(f"DESCRIBE HISTORY delta.`{silver}`").orderBy("version").collect()
+               if "enableDeletionVectors" not in str(h["operationParameters"])]  # the batches' commits
+    # a write that inserts nothing commits nothing: that batch's version is a property's commit
+    assert [h["operation"] for h in history[-4:]] == ["WRITE", "WRITE", "MERGE" if deletion_vectors else "WRITE",
+                                                      "SET TBLPROPERTIES"]
     assert [int(h["operationMetrics"].get("numOutputRows") or h["operationMetrics"]["numTargetRowsInserted"])
             for h in history[-4:-1]] == [2, 1, 1]
     assert summary(r.out)["rows ingested"] == 0 and summary(r.out)["duplicates skipped"] == 2
     stored = sorted(r[0] for r in silver_rows(spark, root).select("session_id").collect())
     assert stored == sorted(pseudonym(f"{v}/7") for v in "1234")
+
+
+def test_delta_rs_lists_the_files_whose_statistics_meet_a_window(spark, tmp_path):
+    """The ingest reads only these files for stored copies of a batch's sessions: a file left out
+    that holds one in the window would store it twice."""
+    from deltalake.exceptions import DeltaError
+
+    from lakehouse.readers import LocalReader
+
+    table = tmp_path / "sessions"
+    day = dt.datetime(2016, 8, 1, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+
+    def add(*starts: dt.datetime, stats: bool = True) -> str:
+        """One file of rows at these times; its path."""
+        before = set(table.glob("*.parquet"))
+        spark.conf.set("spark.databricks.delta.stats.collect", str(stats).lower())
+        try:
+            (spark.createDataFrame([(s,) for s in starts], "session_start TIMESTAMP").coalesce(1)
+             .write.format("delta").mode("append").save(str(table)))
+        finally:
+            spark.conf.unset("spark.databricks.delta.stats.collect")
+        (new,) = set(table.glob("*.parquet")) - before
+        return str(new)
+
+    first = add(day, day + 2 * hour)
+    edge = add(day + 5 * hour + dt.timedelta(microseconds=999_500))  # its max statistic is truncated to the ms
+    later = add(day + 48 * hour)
+    unknown = add(day + 100 * hour, stats=False)  # no statistics: meets every window
+    reader = LocalReader()
+
+    def meeting(lo: dt.datetime, hi: dt.datetime) -> set[str]:
+        return set(reader.files_meeting(str(table), "session_start", lo, hi))
+
+    assert meeting(day + 2 * hour, day + 2 * hour) == {first, unknown}  # bounds are inclusive
+    assert meeting(day - hour, day - dt.timedelta(microseconds=1)) == {unknown}
+    assert meeting(day + 3 * hour, day + 5 * hour + dt.timedelta(microseconds=999_400)) == {edge, unknown}
+    assert meeting(day + 5 * hour + dt.timedelta(microseconds=999_700), day + 6 * hour) == {edge, unknown}
+    assert meeting(day + 6 * hour, day + 47 * hour) == {unknown}
+    assert meeting(day, day + 48 * hour) == {first, edge, later, unknown}
+
+    spark.sql(f"ALTER TABLE delta.`{table}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    with pytest.raises((ValueError, DeltaError)):  # its Parquet files are not its rows: Delta must read it
+        meeting(day, day)

@@ -24,7 +24,7 @@ from lakehouse.errors import LakehouseError
 from lakehouse.log import warn
 from lakehouse.storage import Locations, is_url, join
 
-# min/max statistics where they prune: the ingest MERGE's time window, and time-range queries.
+# min/max statistics where they prune: the ingest's dedupe window, and time-range queries.
 # (All 12 columns cost ~30 % more per write.)
 SILVER_STATS = {"delta.dataSkippingStatsColumns": "session_id,session_start"}
 # The pseudonyms (64 hex characters, one per session, ~3.5 sessions per user) overflow Parquet's

@@ -134,7 +134,7 @@ class SparkConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     max_files_per_trigger: int = 1000
-    # A session delivered again carries the same visitStartTime; the MERGE only looks at Silver
+    # A session delivered again carries the same visitStartTime; the ingest only looks in Silver
     # files whose session_start lies within this many hours of the batch's own time range, so the
     # cost of a run follows its new data, not the size of Silver.
     dedupe_window_hours: int = 48

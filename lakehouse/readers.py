@@ -137,10 +137,11 @@ class LocalReader:
         import pyarrow as pa
 
         table = self._table(path)
-        features = set(table.protocol().reader_features or ())
+        unknown = set(table.protocol().reader_features or ()) - _PLAIN_PARQUET_FEATURES
         metadata = table.metadata()
-        if "deletionVectors" in features or metadata.configuration.get("delta.columnMapping.mode", "none") != "none":
-            raise ValueError(f"{path}: deletion vectors or column mapping: its Parquet files are not its rows")
+        if unknown or metadata.configuration.get("delta.columnMapping.mode", "none") != "none":
+            raise ValueError(f"{path}: reader features {sorted(unknown)} or column mapping: its Parquet files may not be "
+                             "its rows")
         if metadata.partition_columns:
             raise ValueError(f"{path}: partitioned by {metadata.partition_columns}")
         actions = pa.table(table.get_add_actions(flatten=True))  # one load: every column in the same order
@@ -152,9 +153,10 @@ class LocalReader:
         slack = dt.timedelta(milliseconds=1)
         meeting = [self._file_path(path, p) for p, low, high in zip(paths, lows, highs, strict=True)
                    if low is None or high is None or (_utc(low) <= hi and _utc(high) + slack >= lo)]
-        globbed = [p for p in meeting if any(c in p for c in "*?[]{}\\")]
-        if globbed:
-            raise ValueError(f"{globbed[0]}: Spark would read its name as a glob pattern")
+        # Spark reads a path as a glob pattern, and skips a file whose name starts with _ or .
+        unread = [p for p in meeting if any(c in p for c in "*?[]{}\\") or os.path.basename(p)[:1] in "_."]
+        if unread:
+            raise ValueError(f"{unread[0]}: Spark would not read this file by its name")
         return meeting
 
     @staticmethod
@@ -175,6 +177,11 @@ class LocalReader:
     def min_value(self, path: str, column: str) -> Any:
         """The column's minimum (None for a table with no file); raises ValueError as max_value."""
         return min(self._bounds(path, "min", column), default=None)
+
+
+# Reader features that leave a table's rows as its data files hold them (deletion vectors, column
+# mapping, type widening and the rest do not, or are unknown here): anything else, Delta reads.
+_PLAIN_PARQUET_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

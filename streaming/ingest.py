@@ -10,9 +10,11 @@ then
   or by a replayed batch - is stored once. For a local Silver, delta-rs lists the data files whose
   ``session_start`` statistics meet the window (from the log alone, without Spark's snapshot
   state); the batch's sessions whose id none of those files holds in the window are appended -
-  all of them when no file meets it (a first ingest, a backfill of new days). Elsewhere (Azure, or
-  a table whose Parquet files are not its rows: deletion vectors, column mapping) Delta's
-  insert-only MERGE does the same. Either way the check and the write are one writer's (the run
+  all of them when no file meets it (a first ingest, a backfill of new days). Wherever delta-rs
+  cannot say exactly (Azure; a table whose Parquet files are not its rows - deletion vectors,
+  column mapping, partitions, a reader feature it is not known to read as Spark does; a file name
+  Spark would not read as written) Delta decides: an append when none of its files meets the
+  window, its insert-only MERGE otherwise. Either way the check and the write are one writer's (the run
   lock), and a replayed batch finds its own rows in the window and inserts none;
 * invalid lines are appended to ``silver.quarantine`` with the raw line and a reason. Only the batch
   a crash left planned but uncommitted is ever replayed; for it, the append is skipped if the table
@@ -26,7 +28,6 @@ in effect.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 
 from delta.tables import DeltaTable
 from deltalake.exceptions import DeltaError
@@ -102,7 +103,7 @@ def local_path(uri: str) -> str:
 
 
 class SilverBatchWriter:
-    """The foreachBatch function: check the files, validate, MERGE sessions, append quarantine, count."""
+    """The foreachBatch function: check the files, validate, insert new sessions, append quarantine, count."""
 
     def __init__(self, spark: SparkSession, loc: Locations, key: bytes, dedupe_window_hours: int,
                  show_counts: bool = False, lease: RunLease | None = None):
@@ -133,8 +134,8 @@ class SilverBatchWriter:
         # only the lines of a file that is not valid UTF-8 as a whole are checked one by one
         utf8_lines = F.lit(True) if len(utf8) + len(unreadable) == len(files) else F.col("source_file").isin(*utf8)
         # The batch is parsed once and kept (in executor memory, spilling to disk) for its uses:
-        # counts, the MERGE (its dedupe reads it several times), the quarantine append.
-        # A local checkpoint cuts the plan, so Delta's MERGE cannot re-plan it into a second JSON
+        # counts, the insert (its dedupe reads it several times), the quarantine append.
+        # A local checkpoint cuts the plan, so Delta's write cannot re-plan it into a second JSON
         # parse (measured: it did with persist()). Kept as objects, not serialized: each of the ~5
         # reads of a 1M-line batch then skips ~1 s of deserializing (measured: ingest 33 s -> 26 s,
         # peak RSS 1.24 -> 1.68 GB; past the storage memory it spills to disk, serialized).
@@ -181,13 +182,15 @@ class SilverBatchWriter:
             F.max(F.when(F.col("reason").isNull(), F.col("session_start"))).cast("long").alias("hi"),
         ))
         inserted = 0
-        self.lease.check(f"merging ingest batch {batch_id} into silver.sessions")
+        self.lease.check(f"inserting ingest batch {batch_id} into silver.sessions")
+        version = catalog.latest_version(self.spark, self.loc.silver_sessions)
         if stats["valid"]:
             inserted = self._insert(transform.dedupe_sessions(transform.valid_sessions(candidates)),
                                     *self._window(stats["lo"], stats["hi"]))
-        if not inserted:
+        if catalog.latest_version(self.spark, self.loc.silver_sessions) == version:
             # Every batch is one commit of silver.sessions, new sessions or not: its version number
             # (published in Gold) then counts Bronze deliveries, and says nothing of their content.
+            # (Whether a write of no rows commits is Delta's choice, and its settings': asked, not assumed.)
             quoted = self.loc.silver_sessions.replace("`", "``")
             self.spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{BATCH_PROPERTY}' = '{batch_id}')")
         failpoints.reached("ingest-after-merge")

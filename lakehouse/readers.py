@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlparse
 
 from lakehouse import catalog
+from lakehouse.periods import utc
 from lakehouse.storage import is_url
 
 if TYPE_CHECKING:
@@ -116,11 +117,7 @@ class LocalReader:
     def _statistics(self, path: str, kind: str, column: str) -> list[Any]:
         import pyarrow as pa
 
-        actions = pa.table(self._table(path).get_add_actions(flatten=True))
-        name = f"{kind}.{column}"
-        if name not in actions.column_names:  # no file, or no file with statistics of the column
-            return [None] * actions.num_rows
-        return actions.column(name).to_pylist()
+        return _statistic(pa.table(self._table(path).get_add_actions(flatten=True)), kind, column)
 
     def _bounds(self, path: str, kind: str, column: str) -> list[Any]:
         values = self._statistics(path, kind, column)
@@ -146,13 +143,12 @@ class LocalReader:
             raise ValueError(f"{path}: partitioned by {metadata.partition_columns}")
         actions = pa.table(table.get_add_actions(flatten=True))  # one load: every column in the same order
         paths = actions.column("path").to_pylist()
-        lows, highs = ([None] * len(paths) if f"{kind}.{column}" not in actions.column_names
-                       else actions.column(f"{kind}.{column}").to_pylist() for kind in ("min", "max"))
+        lows, highs = _statistic(actions, "min", column), _statistic(actions, "max", column)
         # Delta truncates a timestamp's statistics to the millisecond: a file's maximum may be up to
         # 999 us below its largest value (Delta's own skipping widens it the same way)
         slack = dt.timedelta(milliseconds=1)
         meeting = [self._file_path(path, p) for p, low, high in zip(paths, lows, highs, strict=True)
-                   if low is None or high is None or (_utc(low) <= hi and _utc(high) + slack >= lo)]
+                   if low is None or high is None or (utc(low) <= hi and utc(high) + slack >= lo)]
         # Spark reads a path as a glob pattern, and skips a file whose name starts with _ or .
         unread = [p for p in meeting if any(c in p for c in "*?[]{}\\") or os.path.basename(p)[:1] in "_."]
         if unread:
@@ -184,8 +180,13 @@ class LocalReader:
 _PLAIN_PARQUET_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+def _statistic(actions: Any, kind: str, column: str) -> list[Any]:
+    """Each file's `kind` ("min" or "max") statistic of `column`, from delta-rs' flattened add
+    actions; None where a file has none."""
+    name = f"{kind}.{column}"
+    if name not in actions.column_names:  # no file, or no file with statistics of the column
+        return [None] * actions.num_rows
+    return actions.column(name).to_pylist()
 
 
 def local(*paths: str) -> bool:

@@ -98,6 +98,9 @@ def cold_floor(spark: SparkSession, increment: str, silver: str, gold: Path, met
     through the ingest floor, appended to an existing Silver table (a copy of the lakehouse's, so
     the append reads a real log), then the release floor of that one new version, its tables new
     (appending to existing ones would read their logs: more, not less). Left out, besides what
-    each floor leaves out: the stream and its checkpoint, the key check, the MERGE."""
-    floor_sessions(spark, increment).write.format("delta").mode("append").save(silver)
+    each floor leaves out: the stream and its checkpoint, the key check, the MERGE. A small
+    increment is appended through delta-rs, as the run's is (catalog.append_frame_locally)."""
+    rows = floor_sessions(spark, increment)
+    if catalog.append_frame_locally(silver, rows) is None:
+        rows.write.format("delta").mode("append").save(silver)
     release_floor(spark, silver, gold, metrics, version_from=catalog.latest_version(spark, silver))

@@ -271,7 +271,7 @@ def _measure_leaves(spark: SparkSession, config: Config, loc: Locations, plan: P
             by_version[t.after_version].append(t.period_start)
     for after, starts in by_version.items():  # later leaves: the rows committed since the last one
         parts.append(silver.new_rows(spark, sessions_path, after + 1, plan.version_to, privacy.period)
-                     .where(F.col("period_start").isin(*starts)).drop("_commit_version"))
+                     .where(F.col("period_start").isin(*starts)))
     tree_budgets = [b for b in budgets if b.metric.name in tasks[0].metrics]
     metrics = tuple(b.metric for b in tree_budgets)
     continuing = [p for p, leaf in leaves.items() if leaf > 1]

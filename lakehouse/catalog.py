@@ -15,6 +15,7 @@ from typing import Any
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType, TimestampType
@@ -184,7 +185,6 @@ def _create_local(path: str, schema: StructType, properties: dict[str, str]) -> 
 def _append_local(path: str, schema: StructType, rows: list[tuple], properties: dict[str, str]) -> None:
     import pyarrow as pa
     from deltalake import DeltaTable as LocalTable
-    from deltalake import PostCommitHookProperties, write_deltalake
     from deltalake.exceptions import DeltaError
 
     names = schema.fieldNames()
@@ -200,12 +200,84 @@ def _append_local(path: str, schema: StructType, rows: list[tuple], properties: 
             raise LakehouseError(f"{path} has no column {', '.join(unknown)}: the table predates this version of "
                                  "the lakehouse, or is not one of its tables")
         data = pa.Table.from_pylist([dict(zip(names, row, strict=True)) for row in rows], schema=columns)
-        # delta-rs' own checkpoints come every 100 commits; it still removes expired log files (30
-        # days and older than a checkpoint), as Spark does when it checkpoints
-        write_deltalake(target, data, mode="append", configuration=created_with,
-                        post_commithook_properties=PostCommitHookProperties(create_checkpoint=False))
+        _commit_local(target, data, created_with)
     except (DeltaError, OSError, pa.ArrowException, OverflowError) as exc:
         raise StorageError(f"cannot append to {path}: {exc}") from exc
+    _checkpoint_local(path)
+
+
+# Up to this many rows (and bytes of free text), a DataFrame goes to a local table through delta-rs,
+# collected to the driver as Arrow (~30 MB at this size for Silver's rows); more, through Spark's write.
+LOCAL_FRAME_ROWS = 100_000
+LOCAL_FRAME_BYTES = 64 * 2**20
+
+
+def append_frame_locally(path: str, frame: DataFrame) -> int | None:
+    """Appends `frame` (collected to the driver: small frames only, see LOCAL_FRAME_ROWS) to the
+    existing local table at `path` through delta-rs, as one commit, in the table's own types and
+    Parquet settings; the rows appended. None, with nothing committed, where delta-rs cannot (a
+    writer feature it does not know, columns that are not the table's, a frame too big to collect):
+    Spark's write is the way then, and says what is wrong. Spark's first Delta write in a fresh JVM
+    costs ~2 s (its snapshot, its commit, measured): a scheduled run's small batch need not pay it."""
+    import pyarrow as pa
+    from deltalake import DeltaTable as LocalTable
+    from deltalake.exceptions import DeltaError
+
+    try:
+        target = LocalTable(path)
+        before = target.version()
+        columns = pa.schema(target.schema().to_arrow())
+        properties = _writer_properties(target.metadata().configuration)
+    except (DeltaError, OSError, ValueError):
+        return None
+    if sorted(frame.columns) != sorted(columns.names):
+        return None
+    try:  # past spark.driver.maxResultSize, or 2 GB in one Arrow batch, the collect fails cleanly
+        data = frame.select(*columns.names).toArrow().cast(columns)
+    except (Py4JJavaError, PySparkException, pa.ArrowException, ValueError) as exc:
+        warn(f"{path}: the rows cannot be collected for delta-rs ({java_cause(exc)}); appending through Spark")
+        return None
+    try:
+        _commit_local(target, data, None, properties)
+    except (DeltaError, OSError, pa.ArrowException) as exc:
+        try:
+            committed = LocalTable(path).version() != before  # one writer (the run lock): the version is ours
+        except (DeltaError, OSError) as reread:
+            raise StorageError(f"cannot append to {path}: {exc}; nor read its version after: {reread}") from exc
+        if not committed:
+            warn(f"{path}: delta-rs could not append ({exc}); appending through Spark")
+            return None
+        warn(f"{path}: rows committed, then {exc}")
+    _checkpoint_local(path)
+    return data.num_rows
+
+
+def _writer_properties(configuration: dict[str, str | None]) -> Any:
+    """The Parquet settings Spark's writer gives a table, as delta-rs takes them: Snappy, and the
+    table's `parquet.enable.dictionary#<column>` properties (Silver's pseudonyms, which overflow a
+    dictionary at once)."""
+    from deltalake import ColumnProperties, WriterProperties
+
+    prefix = "parquet.enable.dictionary#"
+    columns = {key.removeprefix(prefix): ColumnProperties(dictionary_enabled=value.lower() == "true")
+               for key, value in configuration.items() if key.startswith(prefix) and value is not None}
+    return WriterProperties(compression="SNAPPY", column_properties=columns or None)
+
+
+def _commit_local(target: Any, data: Any, created_with: dict[str, str] | None, properties: Any = None) -> None:
+    from deltalake import PostCommitHookProperties, write_deltalake
+
+    # delta-rs' own checkpoints come every 100 commits; it still removes expired log files (30
+    # days and older than a checkpoint), as Spark does when it checkpoints
+    write_deltalake(target, data, mode="append", configuration=created_with, writer_properties=properties,
+                    post_commithook_properties=PostCommitHookProperties(create_checkpoint=False))
+
+
+def _checkpoint_local(path: str) -> None:
+    """A checkpoint every CHECKPOINT_INTERVAL commits, as Spark writes them."""
+    from deltalake import DeltaTable as LocalTable
+    from deltalake.exceptions import DeltaError
+
     log = Path(path) / "_delta_log"
     try:  # the rows are committed: a checkpoint only speeds up reading the log
         table = LocalTable(path)
@@ -255,6 +327,16 @@ def one(df: DataFrame) -> Row:
 
 
 def latest_version(spark: SparkSession, path: str) -> int:
+    """The table's latest version: a local table's from its log through delta-rs (Spark's first
+    Delta table costs a fresh JVM ~0.8 s, measured), any other's through Delta."""
+    if delta_rs_path(path) and local_table_exists(path):
+        from deltalake import DeltaTable as LocalTable
+        from deltalake.exceptions import DeltaError
+
+        try:
+            return LocalTable(path).version()
+        except (DeltaError, OSError):
+            pass  # Delta reads it, or says why it cannot
     return jvm_bridge.delta_version(spark, path)
 
 

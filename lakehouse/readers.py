@@ -4,6 +4,7 @@ answers in well under a second where starting Spark takes ten (`lakehouse budget
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -133,7 +134,48 @@ class LocalReader:
         partition columns) or a path would not reach Spark as written (glob characters)."""
         import pyarrow as pa
 
-        table = self._table(path)
+        table = self._plain_parquet(path)
+        actions = pa.table(table.get_add_actions(flatten=True))  # one load: every column in the same order
+        paths = actions.column("path").to_pylist()
+        lows, highs = _statistic(actions, "min", column), _statistic(actions, "max", column)
+        # Delta truncates a timestamp's statistics to the millisecond: a file's maximum may be up to
+        # 999 us below its largest value (Delta's own skipping widens it the same way)
+        slack = dt.timedelta(milliseconds=1)
+        return _read_by_name([self._file_path(path, p) for p, low, high in zip(paths, lows, highs, strict=True)
+                              if low is None or high is None or (utc(low) <= hi and utc(high) + slack >= lo)])
+
+    def files_added(self, path: str, version_from: int, version_to: int) -> list[str]:
+        """The data files (as local paths) that the table's commits `version_from`..`version_to`
+        added: the rows they inserted, as Delta's change data feed gives them, where each of those
+        commits only added whole files. Raises ValueError where that does not hold (a commit that
+        removed rows or wrote change data, a deletion vector, a schema change, a commit no longer
+        in the log) or reading the files as they are would not give the table's rows, as
+        files_meeting."""
+        table = self._plain_parquet(path, version_to)
+        files, schemas = [], set()
+        for version in range(version_from, version_to + 1):
+            commit = Path(path) / "_delta_log" / f"{version:020d}.json"
+            if not commit.is_file():
+                raise ValueError(f"{commit}: not in the log")
+            for line in commit.read_text(encoding="utf-8").splitlines():
+                action = json.loads(line) if line.strip() else {}
+                if "add" in action and action["add"].get("dataChange", True):
+                    if action["add"].get("deletionVector"):
+                        raise ValueError(f"{commit}: a file with a deletion vector")
+                    files.append(self._file_path(path, action["add"]["path"]))
+                elif "cdc" in action or ("remove" in action and action["remove"].get("dataChange", True)):
+                    raise ValueError(f"{commit}: not insert-only")
+                elif "metaData" in action:
+                    schemas.add(action["metaData"].get("schemaString") or "{}")
+        if {_fields(schema) for schema in schemas} - {_fields(table.schema().to_json())}:
+            raise ValueError(f"{path}: its schema changed within versions {version_from}..{version_to}")
+        return _read_by_name(files)
+
+    def _plain_parquet(self, path: str, version: int | None = None) -> Any:
+        """The table (as of `version`), if its rows are what its Parquet files hold; else ValueError."""
+        from deltalake import DeltaTable
+
+        table = DeltaTable(path, version=version)
         unknown = set(table.protocol().reader_features or ()) - _PLAIN_PARQUET_FEATURES
         metadata = table.metadata()
         if unknown or metadata.configuration.get("delta.columnMapping.mode", "none") != "none":
@@ -141,19 +183,7 @@ class LocalReader:
                              "its rows")
         if metadata.partition_columns:
             raise ValueError(f"{path}: partitioned by {metadata.partition_columns}")
-        actions = pa.table(table.get_add_actions(flatten=True))  # one load: every column in the same order
-        paths = actions.column("path").to_pylist()
-        lows, highs = _statistic(actions, "min", column), _statistic(actions, "max", column)
-        # Delta truncates a timestamp's statistics to the millisecond: a file's maximum may be up to
-        # 999 us below its largest value (Delta's own skipping widens it the same way)
-        slack = dt.timedelta(milliseconds=1)
-        meeting = [self._file_path(path, p) for p, low, high in zip(paths, lows, highs, strict=True)
-                   if low is None or high is None or (utc(low) <= hi and utc(high) + slack >= lo)]
-        # Spark reads a path as a glob pattern, and skips a file whose name starts with _ or .
-        unread = [p for p in meeting if any(c in p for c in "*?[]{}\\") or os.path.basename(p)[:1] in "_."]
-        if unread:
-            raise ValueError(f"{unread[0]}: Spark would not read this file by its name")
-        return meeting
+        return table
 
     @staticmethod
     def _file_path(table: str, added: str) -> str:
@@ -178,6 +208,20 @@ class LocalReader:
 # Reader features that leave a table's rows as its data files hold them (deletion vectors, column
 # mapping, type widening and the rest do not, or are unknown here): anything else, Delta reads.
 _PLAIN_PARQUET_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
+
+
+def _fields(schema: str) -> tuple[tuple[str, str], ...]:
+    """A Delta schema's (name, type) pairs, from its JSON."""
+    return tuple((f["name"], json.dumps(f["type"], sort_keys=True)) for f in json.loads(schema).get("fields", ()))
+
+
+def _read_by_name(files: list[str]) -> list[str]:
+    """The files, if Spark reads each by its name: it reads a path as a glob pattern, and skips a
+    file whose name starts with _ or . ; else ValueError."""
+    unread = [p for p in files if any(c in p for c in "*?[]{}\\") or os.path.basename(p)[:1] in "_."]
+    if unread:
+        raise ValueError(f"{unread[0]}: Spark would not read this file by its name")
+    return files
 
 
 def _statistic(actions: Any, kind: str, column: str) -> list[Any]:

@@ -7,10 +7,12 @@ import datetime as dt
 import json
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp.budget import _check_append_only
 from lakehouse import catalog, schemas
+from lakehouse.config import Period
 from lakehouse.errors import LakehouseError
 from lakehouse.readers import LocalReader, SparkReader
 
@@ -105,3 +107,76 @@ def test_a_local_table_is_created_as_spark_would_create_it(spark, tmp_path):
     with pytest.raises(Exception, match="(?i)append"):  # Spark refuses to take a spend back
         spark.sql(f"DELETE FROM delta.`{ledger}` WHERE release_id = 1")
     assert catalog.read(spark, str(ledger)).count() == 1
+
+
+def session_rows(first: int, n: int) -> list[tuple]:
+    start = dt.datetime(2016, 8, 1, tzinfo=dt.UTC)
+    return [schemas.row(schemas.SILVER_SESSIONS, {
+        "session_id": f"{i:064x}", "user_id": f"{i // 3:064x}", "session_start": start + dt.timedelta(minutes=i),
+        "continent": "Europe", "country": "France", "device": "desktop", "browser": "Chrome",
+        "operating_system": "Linux", "num_pageviews": i % 7, "total_time_on_page": i % 300,
+        "source_file": f"file:/bronze/{i // 10}.jsonl", "ingested_at": RELEASED_AT}) for i in range(first, first + n)]
+
+
+def test_new_rows_of_a_local_silver_are_its_change_data_feeds_inserts(spark, tmp_path):
+    """The release reads a local Silver's new rows from the files its commits added, listed through
+    delta-rs, and its small batches are appended through delta-rs: for any range of versions the
+    rows must be those of Delta's own change data feed - across Spark's and delta-rs' commits, a
+    property's, an OPTIMIZE's (files rearranged, no row new) and, after a DELETE, by Delta itself."""
+    from deltalake.exceptions import DeltaError
+
+    from lakehouse.silver import new_rows
+
+    path = str(tmp_path / "sessions")
+    catalog.create_table(spark, path, schemas.SILVER_SESSIONS,
+                         {"delta.enableChangeDataFeed": "true", **catalog.SILVER_STATS, **catalog.SILVER_ENCODING})
+    frame = lambda first, n: spark.createDataFrame(session_rows(first, n), schemas.SILVER_SESSIONS)  # noqa: E731
+    frame(0, 40).write.format("delta").mode("append").save(path)                       # 1: Spark
+    assert catalog.append_frame_locally(path, frame(40, 30)) == 30                      # 2: delta-rs
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('lakehouse.x' = '1')")  # 3: no row
+    assert catalog.append_frame_locally(path, frame(70, 0)) == 0                        # 4: a commit, no file
+    frame(70, 20).repartition(3).write.format("delta").mode("append").save(path)       # 5: Spark, 3 files
+    spark.sql(f"OPTIMIZE delta.`{path}`")                                              # 6: no row new
+    assert catalog.append_frame_locally(path, frame(90, 5)) == 5                        # 7: delta-rs
+    assert catalog.latest_version(spark, path) == 7
+
+    def change_feed(lo: int, hi: int) -> list[str]:
+        return sorted(r[0] for r in spark.read.format("delta").option("readChangeFeed", "true")
+                      .option("startingVersion", lo).option("endingVersion", hi).load(path)
+                      .where("_change_type = 'insert'").select("session_id").collect())
+
+    def listed(lo: int, hi: int) -> list[str]:
+        return sorted(r[0] for r in spark.read.parquet(*LocalReader().files_added(path, lo, hi))
+                      .select("session_id").collect()) if LocalReader().files_added(path, lo, hi) else []
+
+    for lo, hi in [(0, 7), (1, 1), (2, 2), (2, 4), (3, 4), (4, 6), (5, 7), (6, 6), (7, 7)]:
+        assert listed(lo, hi) == change_feed(lo, hi), (lo, hi)
+        rows = new_rows(spark, path, lo, hi, Period.NONE)
+        assert sorted(r[0] for r in rows.select("session_id").collect()) == change_feed(lo, hi), (lo, hi)
+    assert len(change_feed(0, 7)) == 95  # the comparison above is not between two empty lists
+
+    # delta-rs' files keep the table's types, statistics columns and Parquet settings
+    import pyarrow.parquet as pq
+
+    added = LocalReader().files_added(path, 7, 7)
+    meta = pq.ParquetFile(added[0]).metadata
+    encodings = {meta.schema.column(i).name: meta.row_group(0).column(i).encodings for i in range(meta.num_columns)}
+    assert not any("DICTIONARY" in e for e in encodings["session_id"] + encodings["user_id"])
+    assert any("DICTIONARY" in e for e in encodings["continent"])
+    assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {"SNAPPY"}  # as Spark's
+    stats = json.loads(next(json.loads(line)["add"]["stats"] for line in
+                            (tmp_path / "sessions" / "_delta_log" / f"{7:020d}.json").read_text().splitlines()
+                            if '"add"' in line))
+    assert set(stats["minValues"]) == {"session_id", "session_start"}
+    assert spark.read.format("delta").load(path).schema == spark.createDataFrame([], schemas.SILVER_SESSIONS).schema
+
+    # columns that are not the table's: Spark's write refuses them, with its message
+    assert catalog.append_frame_locally(path, frame(95, 1).withColumn("extra", F.lit(1))) is None
+    assert catalog.append_frame_locally(path, frame(95, 1).drop("browser")) is None
+    assert catalog.latest_version(spark, path) == 7
+
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE session_id = '{0:064x}'")  # 8: rows removed
+    with pytest.raises((ValueError, DeltaError)):
+        LocalReader().files_added(path, 7, 8)
+    assert sorted(r[0] for r in new_rows(spark, path, 7, 8, Period.NONE).select("session_id").collect()) \
+        == change_feed(7, 8)

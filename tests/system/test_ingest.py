@@ -25,6 +25,7 @@ from support import (
 )
 
 from lakehouse import jvm_bridge
+from lakehouse.readers import commit_of
 from streaming.bronze_files import BRONZE_NAME, local_scan
 
 
@@ -295,11 +296,14 @@ def test_a_batch_is_inserted_but_for_the_sessions_stored_in_its_window(spark, ro
             spark.sql(f"ALTER TABLE delta.`{silver}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
     history = [h for h in spark.sql(f"DESCRIBE HISTORY delta.`{silver}`").orderBy("version").collect()
                if "enableDeletionVectors" not in str(h["operationParameters"])]  # the batches' commits
-    # a write that inserts nothing commits nothing: that batch's version is a property's commit
-    assert [h["operation"] for h in history[-4:]] == ["WRITE", "WRITE", "MERGE" if deletion_vectors else "WRITE",
-                                                      "SET TBLPROPERTIES"]
-    assert [int(h["operationMetrics"].get("numOutputRows") or h["operationMetrics"]["numTargetRowsInserted"])
-            for h in history[-4:-1]] == [2, 1, 1]
+    commits = [commit_of(h["version"], h["operation"], h["operationParameters"], h["operationMetrics"])
+               for h in history[-4:]]
+    assert [c.rows_inserted for c in commits] == [2, 1, 1, 0]
+    # a batch's few rows are appended through delta-rs (the last batch's: none, in a commit of its own)
+    assert [c.operation for c in commits] == ["WRITE", "WRITE", "MERGE" if deletion_vectors else "WRITE", "WRITE"]
+    assert [h["engineInfo"].split(":")[0] for h in history[-4:]] == (
+        ["delta-rs", "delta-rs", "Apache-Spark/4.2.0 Delta-Lake/4.4.0", "delta-rs"] if deletion_vectors
+        else ["delta-rs"] * 4)
     assert summary(r.out)["rows ingested"] == 0 and summary(r.out)["duplicates skipped"] == 2
     stored = sorted(r[0] for r in silver_rows(spark, root).select("session_id").collect())
     assert stored == sorted(pseudonym(f"{v}/7") for v in "1234")
@@ -347,3 +351,31 @@ def test_delta_rs_lists_the_files_whose_statistics_meet_a_window(spark, tmp_path
     spark.sql(f"ALTER TABLE delta.`{table}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
     with pytest.raises((ValueError, DeltaError)):  # its Parquet files are not its rows: Delta must read it
         meeting(day, day)
+
+
+@pytest.mark.parametrize("bound", ["rows", "bytes"])
+def test_a_batch_too_big_to_collect_is_appended_through_spark(spark, root, monkeypatch, bound):
+    """A batch's few rows go to a local Silver and quarantine through delta-rs, collected to the
+    driver; past LOCAL_FRAME_ROWS (or, for quarantined lines, which are kept whole, LOCAL_FRAME_BYTES)
+    Spark writes them. Either way every row arrives once."""
+    from lakehouse import catalog
+    from lakehouse.config import Config, StorageConfig
+    from lakehouse.storage import Locations
+    from streaming.ingest import ingest
+
+    config = Config(storage=StorageConfig(root=str(root)))
+    loc = Locations.from_config(config)
+
+    def engines(table: str) -> list[str]:
+        return [h["engineInfo"].split(":")[0].split("/")[0] for h in
+                spark.sql(f"DESCRIBE HISTORY delta.`{root / 'silver' / table}`").orderBy("version").collect()]
+
+    good = [json.dumps(session(fullVisitorId=str(v), visitId="1")) for v in range(3)]
+    _write(root / "bronze" / "a.jsonl", [*good[:2], "not json"])
+    ingest(spark, config, loc)
+    monkeypatch.setattr(catalog, "LOCAL_FRAME_ROWS" if bound == "rows" else "LOCAL_FRAME_BYTES", 0 if bound == "rows" else 8)
+    _write(root / "bronze" / "b.jsonl", [good[2], '{"visitId": "1"}', "not json either"])
+    ingest(spark, config, loc)
+    assert engines("sessions")[-2:] == ["delta-rs", "delta-rs" if bound == "bytes" else "Apache-Spark"]
+    assert engines("quarantine")[-2:] == ["delta-rs", "Apache-Spark"]
+    assert silver_rows(spark, root).count() == 3 and silver_rows(spark, root, "quarantine").count() == 3

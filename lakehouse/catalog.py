@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,7 @@ def append_frame_locally(path: str, frame: DataFrame) -> int | None:
     return data.num_rows
 
 
-def _writer_properties(configuration: dict[str, str | None]) -> Any:
+def _writer_properties(configuration: Mapping[str, str | None]) -> Any:
     """The Parquet settings Spark's writer gives a table, as delta-rs takes them: Snappy, and the
     table's `parquet.enable.dictionary#<column>` properties (Silver's pseudonyms, which overflow a
     dictionary at once)."""

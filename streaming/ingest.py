@@ -11,12 +11,12 @@ then
   ``session_start`` statistics meet the window (from the log alone, without Spark's snapshot
   state); the batch's sessions whose id none of those files holds in the window are appended -
   all of them when no file meets it (a first ingest, a backfill of new days), a small batch's
-  through delta-rs (see append). Wherever delta-rs
-  cannot say exactly (Azure; a table whose Parquet files are not its rows - deletion vectors,
-  column mapping, partitions, a reader feature it is not known to read as Spark does; a file name
-  Spark would not read as written) Delta decides: an append when none of its files meets the
-  window, its insert-only MERGE otherwise. Either way the check and the write are one writer's
-  (the run lock), and a replayed batch finds its own rows in the window and inserts none;
+  through delta-rs (see append). Wherever delta-rs cannot say exactly (Azure; a table whose
+  Parquet files are not its rows - deletion vectors, column mapping, partitions, a reader feature
+  it is not known to read as Spark does; a file name Spark would not read as written) Delta
+  decides: an append when none of its files meets the window, its insert-only MERGE otherwise.
+  Either way the check and the write are one writer's (the run lock), and a replayed batch finds
+  its own rows in the window and inserts none;
 * invalid lines are appended to ``silver.quarantine`` with the raw line and a reason. Only the batch
   a crash left planned but uncommitted is ever replayed; for it, the append is skipped if the table
   already holds lines of its files (each Bronze file belongs to one batch, and a Delta commit is

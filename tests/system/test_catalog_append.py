@@ -146,8 +146,8 @@ def test_new_rows_of_a_local_silver_are_its_change_data_feeds_inserts(spark, tmp
                       .where("_change_type = 'insert'").select("session_id").collect())
 
     def listed(lo: int, hi: int) -> list[str]:
-        return sorted(r[0] for r in spark.read.parquet(*LocalReader().files_added(path, lo, hi))
-                      .select("session_id").collect()) if LocalReader().files_added(path, lo, hi) else []
+        files = LocalReader().files_added(path, lo, hi)
+        return sorted(r[0] for r in spark.read.parquet(*files).select("session_id").collect()) if files else []
 
     for lo, hi in [(0, 7), (1, 1), (2, 2), (2, 4), (3, 4), (4, 6), (5, 7), (6, 6), (7, 7)]:
         assert listed(lo, hi) == change_feed(lo, hi), (lo, hi)

@@ -77,6 +77,12 @@ def session_conf(config: Config) -> dict[str, str]:
         # it 0.59 -> 0.45 s warm, a cold run's ingest ~0.4 s shorter). The CLI reports an error in one
         # line without that query context (_quiet_pyspark_error_loggers), so it bought nothing.
         "spark.python.sql.dataFrameDebugging.enabled": "false",
+        # lower()/upper() through the JVM's own case mapping, as Spark 3 did, not ICU's: the ingest's
+        # validation lower-cases every line's dimensions, and the first call in a JVM loads ICU's case
+        # tables (~1 s of one task, the batch's other task blocked on the same class initializer;
+        # measured in a JFR profile of a cold `run`). The two differ only in the case mapping of
+        # non-ASCII text, which the validation compares with ASCII placeholders.
+        "spark.sql.icu.caseMappings.enabled": "false",
         "spark.redaction.regex": REDACTION_REGEX,
         "spark.sql.redaction.string.regex": PLAN_REDACTION_REGEX,
         "spark.driver.extraJavaOptions": f"{sp.driver_java_options} {java_opts}".strip(),

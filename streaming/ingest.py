@@ -196,8 +196,8 @@ class SilverBatchWriter:
         self.lease.check(f"inserting ingest batch {batch_id} into silver.sessions")
         version = catalog.latest_version(self.spark, self.loc.silver_sessions)
         if stats["valid"]:
-            inserted = self._insert(transform.dedupe_sessions(transform.valid_sessions(candidates)),
-                                    stats["valid"] <= catalog.LOCAL_FRAME_ROWS, *self._window(stats["lo"], stats["hi"]))
+            inserted = self._insert(transform.valid_sessions(candidates), stats["valid"] <= catalog.LOCAL_FRAME_ROWS,
+                                    *self._window(stats["lo"], stats["hi"]))
         if catalog.latest_version(self.spark, self.loc.silver_sessions) == version:
             # Every batch is one commit of silver.sessions, new sessions or not: its version number
             # (published in Gold) then counts Bronze deliveries, and says nothing of their content.
@@ -252,24 +252,25 @@ class SilverBatchWriter:
         return dt.datetime.fromtimestamp(lo - widen, dt.UTC), dt.datetime.fromtimestamp(hi + widen, dt.UTC)
 
     def _insert(self, sessions: DataFrame, small: bool, lo: dt.datetime, hi: dt.datetime) -> int:
-        """Inserts the sessions that Silver does not hold within [lo, hi]; how many it inserted.
-        `small`: few enough to collect (see append)."""
+        """Inserts the batch's valid sessions (a session_id maybe more than once) that Silver does not
+        hold within [lo, hi], each once; how many it inserted. `small`: few enough to collect (see append)."""
         files = self._files_meeting(lo, hi)
         if files is None:  # Delta decides, by its own skipping
             if not catalog.read(self.spark, self.loc.silver_sessions).where(_between("session_start", lo, hi)).inputFiles():
-                return append(self.loc.silver_sessions, sessions, small)
+                return append_sessions(self.loc.silver_sessions, sessions, small)
             # only the Silver files whose session_start range meets the window are read: Delta skips
             # the rest by their min/max statistics
             metrics = (DeltaTable.forPath(self.spark, self.loc.silver_sessions).alias("t")
-                       .merge(sessions.alias("s"), f"t.session_id = s.session_id AND {_between('t.session_start', lo, hi)}")
+                       .merge(transform.dedupe_sessions(sessions).alias("s"),
+                              f"t.session_id = s.session_id AND {_between('t.session_start', lo, hi)}")
                        .whenNotMatchedInsertAll()
                        .execute())
             return int(catalog.one(metrics)["num_inserted_rows"])
         if not files:
-            return append(self.loc.silver_sessions, sessions, small)
+            return append_sessions(self.loc.silver_sessions, sessions, small)
         stored = (self.spark.read.schema("session_id STRING, session_start TIMESTAMP").parquet(*files)
                   .where(_between("session_start", lo, hi)).select("session_id"))
-        return append(self.loc.silver_sessions, sessions.join(stored, "session_id", "left_anti"), small)
+        return append_sessions(self.loc.silver_sessions, sessions.join(stored, "session_id", "left_anti"), small)
 
     def _files_meeting(self, lo: dt.datetime, hi: dt.datetime) -> list[str] | None:
         """The Silver files that may hold a session within [lo, hi], from the log's statistics
@@ -281,6 +282,19 @@ class SilverBatchWriter:
             return LocalReader().files_meeting(self.loc.silver_sessions, "session_start", lo, hi)
         except (DeltaError, OSError, ValueError):
             return None
+
+
+def append_sessions(path: str, sessions: DataFrame, small: bool) -> int:
+    """Appends `sessions` once per session_id: where a batch holds a session twice, the first file's
+    copy (transform.dedupe_sessions). A small batch on a local Silver is collected as it is and
+    appended if no id is there twice - nearly every batch - without dedupe's shuffle and broadcast
+    join (~0.9 s of a cold run's 10k-session batch, measured); otherwise it is deduplicated first.
+    (The ids the left-anti join with stored sessions removed are the same either way.)"""
+    if small and catalog.delta_rs_path(path):
+        appended = catalog.append_frame_locally(path, sessions, unique="session_id")
+        if appended is not None:
+            return appended
+    return append(path, transform.dedupe_sessions(sessions), small)
 
 
 def append(path: str, rows: DataFrame, small: bool) -> int:

@@ -125,6 +125,36 @@ def test_gzip_empty_files_duplicates_across_files_and_other_names(spark, root):
     assert reasons == ["missing_field: fullVisitorId", "not_json: the line is not a JSON object"]
 
 
+def test_a_session_twice_in_a_batch_is_stored_once_as_its_first_files_copy(spark, root):
+    """A small batch is appended as collected when no session_id is in it twice; one that holds a
+    session twice is deduplicated first, the copy in the first file (by name) kept - alone, or after
+    the stored sessions in its window were taken out."""
+    bronze = root / "bronze"
+
+    def line(visitor: str, device: str) -> str:
+        return json.dumps(session(fullVisitorId=visitor, visitId="7",
+                                  device={"browser": "Chrome", "operatingSystem": "Linux", "deviceCategory": device}))
+
+    _write(bronze / "b.jsonl", [line("1", "tablet"), line("2", "desktop")])
+    _write(bronze / "a.jsonl", [line("1", "mobile")])  # the same session as b's first line, named first
+    r = run_cli("--root", str(root), "ingest", "--counts")
+    assert r.code == 0, r.err
+    assert (summary(r.out)["rows ingested"], summary(r.out)["duplicates skipped"]) == (2, 1)
+    _write(bronze / "c.jsonl", [line("2", "tablet"), line("3", "tablet")])  # 2 is stored; 3 is in d too
+    _write(bronze / "d.jsonl", [line("2", "mobile"), line("3", "mobile"), line("4", "mobile")])
+    r = run_cli("--root", str(root), "ingest", "--counts")
+    assert r.code == 0, r.err
+    assert (summary(r.out)["rows ingested"], summary(r.out)["duplicates skipped"]) == (2, 3)
+    stored = {row["session_id"]: (Path(row["source_file"]).name, row["device"])
+              for row in silver_rows(spark, root).collect()}
+    assert stored == {pseudonym("1/7"): ("a.jsonl", "mobile"), pseudonym("2/7"): ("b.jsonl", "desktop"),
+                      pseudonym("3/7"): ("c.jsonl", "tablet"), pseudonym("4/7"): ("d.jsonl", "mobile")}
+    silver = root / "silver" / "sessions"
+    engines = [h["engineInfo"].split(":")[0] for h in spark.sql(f"DESCRIBE HISTORY delta.`{silver}`").collect()
+               if h["operation"] == "WRITE"]
+    assert engines == ["delta-rs", "delta-rs"]
+
+
 def test_bronze_scan_counts_event_files_and_names_the_others(spark, tmp_path):
     """The ingest's count of Bronze files (a JVM walk, any Hadoop file system) agrees with the idle
     check's local listing: subfolders walked, hidden names (. or _) skipped with all they hold."""

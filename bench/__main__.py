@@ -218,10 +218,10 @@ def measure(args: argparse.Namespace, work: Path, sessions: int, large: int, inc
                                           "work": str(work / "ingest"), "reps": reps}, args.in_process)
     release = run_task("release_vs_plain", {"silver_root": ingest["silver_root"], "work": str(work / "release"),
                                             "reps": reps, "reference": reference}, args.in_process)
-    growth = {rows: run_task("growth", {"silver_rows": rows, "increments": data["increments"][:reps],
-                                        "warmup": data["warmup_file"], "end": BASE_END.isoformat(),
-                                        "work": str(work / "growth")}, args.in_process)
-              for rows in (sessions, large)}
+    growth = {int(rows): result for rows, result in run_task(
+        "growth", {"silver_rows": [sessions, large], "increments": data["increments"][:reps],
+                   "warmup": data["warmup_file"], "end": BASE_END.isoformat(), "work": str(work / "growth")},
+        args.in_process).items()}
     cold: dict = {}
     if not args.in_process:  # fresh processes, timed from outside (the smoke test runs in its session)
         root = work / "growth" / f"silver{sessions}"  # the 1x lakehouse the growth task left

@@ -169,23 +169,31 @@ def synthesize_silver(spark: SparkSession, loc: Locations, rows: int, end: dt.da
     df.repartitionByRange(files, "session_start").write.format("delta").mode("append").save(loc.silver_sessions)
 
 
-def growth(spark: SparkSession, silver_rows: int, increments: list[str], warmup: str, end: str, work: str) -> dict:
-    root = Path(work) / f"silver{silver_rows}"
-    shutil.rmtree(root, ignore_errors=True)
-    config, loc = config_for(root)
-    bronze = Path(loc.bronze)
-    bronze.mkdir(parents=True)
-    synthesize_silver(spark, loc, silver_rows, dt.date.fromisoformat(end))
-    release_dp_metrics(spark, config, loc)  # the base is released: later releases see only increments
-    shutil.copy(warmup, bronze)
-    ingest(spark, config, loc)  # warm-up increment, untimed
-    release_dp_metrics(spark, config, loc)
-    ingest_times, release_times = [], []
+def growth(spark: SparkSession, silver_rows: list[int], increments: list[str], warmup: str, end: str,
+           work: str) -> dict:
+    """One fixed increment's ingest and release onto a Silver of each size, all in this process, the
+    sizes taking turns increment by increment: the machine's drift over minutes then hits each size
+    alike (each size in a process of its own, minutes apart, moved a half-second release by 40 %)."""
+    lakehouses = {}
+    for rows in silver_rows:
+        root = Path(work) / f"silver{rows}"
+        shutil.rmtree(root, ignore_errors=True)
+        config, loc = config_for(root)
+        Path(loc.bronze).mkdir(parents=True)
+        synthesize_silver(spark, loc, rows, dt.date.fromisoformat(end))
+        release_dp_metrics(spark, config, loc)  # the base is released: later releases see only increments
+        shutil.copy(warmup, loc.bronze)
+        ingest(spark, config, loc)  # warm-up increment, untimed
+        release_dp_metrics(spark, config, loc)
+        lakehouses[rows] = (config, loc)
+    times: dict[int, tuple[list[float], list[float]]] = {rows: ([], []) for rows in silver_rows}
     for increment in increments:
-        shutil.copy(increment, bronze)
-        ingest_times.append(timed(lambda: ingest(spark, config, loc)))
-        release_times.append(timed(lambda: release_dp_metrics(spark, config, loc)))
-    return {"silver_rows": silver_rows, "ingest": summary(ingest_times), "release": summary(release_times)}
+        for rows, (config, loc) in lakehouses.items():
+            shutil.copy(increment, loc.bronze)
+            times[rows][0].append(timed(partial(ingest, spark, config, loc)))
+            times[rows][1].append(timed(partial(release_dp_metrics, spark, config, loc)))
+    return {str(rows): {"silver_rows": rows, "ingest": summary(ingest_times), "release": summary(release_times)}
+            for rows, (ingest_times, release_times) in times.items()}
 
 
 # ------------------------------------------------------------------------------------------

@@ -213,14 +213,18 @@ LOCAL_FRAME_ROWS = 100_000
 LOCAL_FRAME_BYTES = 64 * 2**20
 
 
+class RepeatedValues(Exception):
+    """The collected rows hold a value of their `unique` column twice: nothing was committed."""
+
+
 def append_frame_locally(path: str, frame: DataFrame, unique: str | None = None) -> int | None:
     """Appends `frame` (collected to the driver: small frames only, see LOCAL_FRAME_ROWS) to the
     existing local table at `path` through delta-rs, as one commit, in the table's own types and
     Parquet settings; the rows appended. None, with nothing committed, where delta-rs cannot (a
-    writer feature it does not know, columns that are not the table's, a frame too big to collect)
-    or where the column `unique` holds a value twice: Spark's write is the way then, and says what
-    is wrong, or the caller first makes the rows unique. Spark's first Delta write in a fresh JVM
-    costs ~2 s (its snapshot, its commit, measured): a scheduled run's small batch need not pay it."""
+    writer feature it does not know, columns that are not the table's, a frame too big to collect):
+    Spark's write is the way then, and says what is wrong. RepeatedValues, with nothing committed,
+    where the column `unique` holds a value twice. Spark's first Delta write in a fresh JVM costs
+    ~2 s (its snapshot, its commit, measured): a scheduled run's small batch need not pay it."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from deltalake import DeltaTable as LocalTable
@@ -241,7 +245,7 @@ def append_frame_locally(path: str, frame: DataFrame, unique: str | None = None)
         warn(f"{path}: the rows cannot be collected for delta-rs ({java_cause(exc)}); appending through Spark")
         return None
     if unique is not None and pc.count_distinct(data[unique], mode="all").as_py() != data.num_rows:
-        return None
+        raise RepeatedValues(unique)
     try:
         _commit_local(target, data, None, properties)
     except (DeltaError, OSError, pa.ArrowException) as exc:

@@ -4,19 +4,19 @@ The stream's checkpoint is the only record of which Bronze files were processed.
 (at most ``ingest.max_files_per_trigger`` files) is parsed and validated by ``streaming.transform``,
 then
 
-* valid sessions are de-duplicated within the batch, then inserted into ``silver.sessions`` unless
-  a session with the same ``session_id`` is stored within the batch's time window (its sessions'
-  span, widened by the dedupe window), so a session delivered twice - in one file, across files,
-  or by a replayed batch - is stored once. For a local Silver, delta-rs lists the data files whose
-  ``session_start`` statistics meet the window (from the log alone, without Spark's snapshot
-  state); the batch's sessions whose id none of those files holds in the window are appended -
-  all of them when no file meets it (a first ingest, a backfill of new days), a small batch's
-  through delta-rs (see append). Wherever delta-rs cannot say exactly (Azure; a table whose
-  Parquet files are not its rows - deletion vectors, column mapping, partitions, a reader feature
-  it is not known to read as Spark does; a file name Spark would not read as written) Delta
-  decides: an append when none of its files meets the window, its insert-only MERGE otherwise.
-  Either way the check and the write are one writer's (the run lock), and a replayed batch finds
-  its own rows in the window and inserts none;
+* valid sessions are inserted into ``silver.sessions``, once per ``session_id`` (the first file's
+  copy where the batch holds one twice), unless a session with the same ``session_id`` is stored
+  within the batch's time window (its sessions' span, widened by the dedupe window), so a session
+  delivered twice - in one file, across files, or by a replayed batch - is stored once. For a local
+  Silver, delta-rs lists the data files whose ``session_start`` statistics meet the window (from the
+  log alone, without Spark's snapshot state); the batch's sessions whose id none of those files
+  holds in the window are appended - all of them when no file meets it (a first ingest, a backfill
+  of new days), a small batch's through delta-rs (see append_sessions). Wherever delta-rs cannot say
+  exactly (Azure; a table whose Parquet files are not its rows - deletion vectors, column mapping,
+  partitions, a reader feature it is not known to read as Spark does; a file name Spark would not
+  read as written) Delta decides: an append when none of its files meets the window, its insert-only
+  MERGE otherwise. Either way the check and the write are one writer's (the run lock), and a
+  replayed batch finds its own rows in the window and inserts none;
 * invalid lines are appended to ``silver.quarantine`` with the raw line and a reason. Only the batch
   a crash left planned but uncommitted is ever replayed; for it, the append is skipped if the table
   already holds lines of its files (each Bronze file belongs to one batch, and a Delta commit is
@@ -270,7 +270,7 @@ class SilverBatchWriter:
             return append_sessions(self.loc.silver_sessions, sessions, small)
         stored = (self.spark.read.schema("session_id STRING, session_start TIMESTAMP").parquet(*files)
                   .where(_between("session_start", lo, hi)).select("session_id"))
-        return append_sessions(self.loc.silver_sessions, sessions.join(stored, "session_id", "left_anti"), small)
+        return append_sessions(self.loc.silver_sessions, sessions, small, stored)
 
     def _files_meeting(self, lo: dt.datetime, hi: dt.datetime) -> list[str] | None:
         """The Silver files that may hold a session within [lo, hi], from the log's statistics
@@ -284,17 +284,26 @@ class SilverBatchWriter:
             return None
 
 
-def append_sessions(path: str, sessions: DataFrame, small: bool) -> int:
-    """Appends `sessions` once per session_id: where a batch holds a session twice, the first file's
-    copy (transform.dedupe_sessions). A small batch on a local Silver is collected as it is and
-    appended if no id is there twice - nearly every batch - without dedupe's shuffle and broadcast
-    join (~0.9 s of a cold run's 10k-session batch, measured); otherwise it is deduplicated first.
-    (The ids the left-anti join with stored sessions removed are the same either way.)"""
+def append_sessions(path: str, sessions: DataFrame, small: bool, stored: DataFrame | None = None) -> int:
+    """Appends a batch's `sessions` but those whose session_id is in `stored` (the ids Silver holds
+    in the batch's window), once per session_id: where the batch holds a session twice, the first
+    file's copy (transform.dedupe_sessions). A small batch on a local Silver is collected as it is
+    and appended if no id is left there twice - nearly every batch - without dedupe's shuffle and
+    broadcast join (~0.9 s of a cold run's 10k-session batch, measured); otherwise it is
+    deduplicated first. (Taking out the stored ids removes all of an id's copies or none: before
+    or after dedupe, the same rows remain.)"""
+    def new(rows: DataFrame) -> DataFrame:
+        return rows if stored is None else rows.join(stored, "session_id", "left_anti")
+
     if small and catalog.delta_rs_path(path):
-        appended = catalog.append_frame_locally(path, sessions, unique="session_id")
-        if appended is not None:
-            return appended
-    return append(path, transform.dedupe_sessions(sessions), small)
+        try:
+            appended = catalog.append_frame_locally(path, new(sessions), unique="session_id")
+            if appended is not None:
+                return appended
+            small = False  # delta-rs cannot append to it (and has said why): Spark's write
+        except catalog.RepeatedValues:
+            pass
+    return append(path, new(transform.dedupe_sessions(sessions)), small)
 
 
 def append(path: str, rows: DataFrame, small: bool) -> int:

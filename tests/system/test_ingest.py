@@ -126,9 +126,10 @@ def test_gzip_empty_files_duplicates_across_files_and_other_names(spark, root):
 
 
 def test_a_session_twice_in_a_batch_is_stored_once_as_its_first_files_copy(spark, root):
-    """A small batch is appended as collected when no session_id is in it twice; one that holds a
-    session twice is deduplicated first, the copy in the first file (by name) kept - alone, or after
-    the stored sessions in its window were taken out."""
+    """A small batch that holds a session twice (collected, then found not unique) is deduplicated
+    before its delta-rs append: the copy in the first file (by name) is kept - on an empty Silver,
+    and where the sessions stored in the batch's window are taken out too. (A batch with no session
+    twice, appended as collected, is every other ingest test's.)"""
     bronze = root / "bronze"
 
     def line(visitor: str, device: str) -> str:

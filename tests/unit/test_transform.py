@@ -182,6 +182,21 @@ def test_dedupe_keeps_one_row_per_session_first_file_wins(spark):
     assert got == sorted([(pseudonym("1234567890/1501591568"), "file:/b/1.jsonl"), (pseudonym("999/1"), "file:/b/2.jsonl")])
 
 
+def test_dedupe_resolves_ids_whose_hash_collides_by_the_ids_themselves(spark):
+    """Rows whose hash another id shares are resolved by their own session_id: with a hash that
+    collides for every id, or for some, the rows kept are the same as with no collision."""
+    rows = [("a", "file:/b/2.jsonl", 1), ("a", "file:/b/1.jsonl", 2), ("b", "file:/b/2.jsonl", 3),
+            ("c", "file:/b/1.jsonl", 4), ("c", "file:/b/1.jsonl", 4), ("dd", "file:/b/3.jsonl", 5)]
+    df = spark.createDataFrame(rows, "session_id string, source_file string, n int").select(
+        "session_id", "source_file", F.timestamp_seconds("n").alias("session_start"), F.lit("u").alias("user_id"), "n")
+    expected = spark.createDataFrame([("a", "file:/b/1.jsonl", 2), ("b", "file:/b/2.jsonl", 3),
+                                      ("c", "file:/b/1.jsonl", 4), ("dd", "file:/b/3.jsonl", 5)],
+                                     "session_id string, source_file string, n int")
+    for key in (None, F.lit(0), F.length("session_id")):
+        got = transform.dedupe_sessions(df, key).select("session_id", "source_file", "n")
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
 def test_session_id_is_one_pseudonym_per_session(spark):
     """The same session written differently (visitId as a number, as a padded string) is one
     session; another visit of the same visitor, or another visitor, is another."""

@@ -29,6 +29,8 @@ in effect.
 from __future__ import annotations
 
 import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from delta.tables import DeltaTable
 from deltalake.exceptions import DeltaError
@@ -180,8 +182,11 @@ class SilverBatchWriter:
         could be read) for every file that cannot be (a truncated .gz, a file deleted since it was
         listed), the source_file of every file that is valid UTF-8 throughout)."""
         unreadable, utf8 = {}, []
-        for uri in files:
-            check = jvm_bridge.check_file(self.spark, uri, UNREADABLE_PREFIX_BYTES)
+        # a file at a time per thread, the threads' checks running in the JVM at once (measured on 2
+        # cores, the 20 files of a 1M-line batch, 1 GB: 2.2 -> 0.5 s in a fresh JVM, 0.25 -> 0.16 s warm)
+        with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1, 8))) as pool:
+            checks = list(pool.map(lambda uri: jvm_bridge.check_file(self.spark, uri, UNREADABLE_PREFIX_BYTES), files))
+        for uri, check in zip(files, checks, strict=True):
             if check.utf8:
                 utf8.append(local_path(uri))
             if check.cause is not None:

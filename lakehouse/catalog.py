@@ -78,12 +78,12 @@ def create_table(spark: SparkSession, path: str, schema: StructType, properties:
 
 def ensure_silver_tables(spark: SparkSession, loc: Locations, properties: dict[str, str]) -> None:
     """silver.sessions (change data feed on: the DP release reads only what was added) and
-    silver.quarantine."""
+    silver.quarantine. (Only the quarantine can be made by delta-rs: it refuses the sessions'
+    Parquet properties, SILVER_ENCODING.)"""
     if not table_exists(spark, loc.silver_sessions):
         create_table(spark, loc.silver_sessions, schemas.SILVER_SESSIONS,
                      {"delta.enableChangeDataFeed": "true", **SILVER_STATS, **SILVER_ENCODING, **properties})
-    if not table_exists(spark, loc.silver_quarantine):
-        create_table(spark, loc.silver_quarantine, schemas.SILVER_QUARANTINE)
+    ensure_table(spark, loc.silver_quarantine, schemas.SILVER_QUARANTINE, {})
 
 
 # Statistics of the release tables (the record, the ledger, Gold): the columns their readers filter

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from py4j.java_gateway import JavaClass
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from lakehouse.errors import LakehouseError
 
@@ -94,6 +94,21 @@ def _bronze_file(spark: SparkSession) -> Any:
 def bounding(spark: SparkSession) -> Any:
     """The release's contribution bounding per task (lakehouse/jvm/Bounding.java)."""
     return _our_class(spark, "Bounding")
+
+
+REPEATED_KEYS = "lakehouse_repeated_keys"  # the session's temporary aggregate function (lakehouse/jvm/RepeatedKeys.java)
+
+
+def register_repeated_keys(spark: SparkSession) -> None:
+    """Registers REPEATED_KEYS, once per session: the 64-bit keys seen more than once, as 8-byte
+    big-endian values."""
+    if not spark.catalog.functionExists(REPEATED_KEYS):
+        _our_class(spark, "RepeatedKeys").register(spark._jsparkSession, REPEATED_KEYS)
+
+
+def key_in(spark: SparkSession, key: Column, repeated: bytes) -> Column:
+    """`key` IN the keys of a REPEATED_KEYS result, built in the JVM: one call, however many keys."""
+    return Column(_our_class(spark, "RepeatedKeys").isIn(key._jc, bytearray(repeated)))
 
 
 def int_array(spark: SparkSession, values: list[int]) -> Any:

@@ -228,20 +228,31 @@ def quarantined(candidates: DataFrame) -> DataFrame:
     return candidates.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS)
 
 
-def dedupe_sessions(sessions: DataFrame, key: Column | None = None) -> DataFrame:
+def session_key() -> Column:
+    """A 64-bit hash of session_id, which the dedupe counts instead of the 64-character id."""
+    return F.xxhash64("session_id")
+
+
+def dedupe_sessions(sessions: DataFrame, key: Column | None = None, repeated: Column | None = None) -> DataFrame:
     """One row per session_id; when a batch holds a session twice, the first file (by name) wins.
 
-    Duplicates are rare, so only a 64-bit hash of each session id is shuffled (a count per hash);
-    the rows whose hash is there more than once - every duplicate, and the rare ids whose hash
-    collides with another's - are resolved apart by their id, and every other row passes through
-    unshuffled. (Counting the 64-character ids themselves: 1.3 s against 0.8 s for 1M sessions,
-    measured.) `key`: the hash, a column of session_id (the tests' colliding ones).
+    Duplicates are rare, so only a 64-bit hash of each session id is counted: the rows whose hash is
+    there more than once - every duplicate, and the rare ids whose hash collides with another's - are
+    resolved apart by their id, and every other row passes through unshuffled. (Counting the
+    64-character ids themselves: 1.3 s against 0.8 s for 1M sessions, measured.) `key`: the hash, a
+    column of session_id (the tests' colliding ones). `repeated`: whether a row's key is among those
+    known to be there more than once (streaming.ingest observes them while it parses the batch); if
+    None, they are counted here, by a shuffle of the hashes and a broadcast of the repeated ones.
     """
-    key = F.xxhash64("session_id") if key is None else key
-    repeated = F.broadcast(sessions.groupBy(key.alias("_key")).count().where(F.col("count") > 1).select("_key"))
-    keyed = sessions.withColumn("_key", key)
+    if repeated is None:
+        key = session_key() if key is None else key
+        counted = F.broadcast(sessions.groupBy(key.alias("_key")).count().where(F.col("count") > 1).select("_key"))
+        keyed = sessions.withColumn("_key", key)
+        twice = keyed.join(counted, "_key", "left_semi").drop("_key")
+        once = keyed.join(counted, "_key", "left_anti").drop("_key")
+    else:
+        twice, once = sessions.where(repeated), sessions.where(~repeated)
     others = [c for c in sessions.columns if c != "session_id"]
     first = F.min_by(F.struct(*others), F.struct("source_file", "session_start", "user_id"))
-    resolved = (keyed.join(repeated, "_key", "left_semi").drop("_key")
-                .groupBy("session_id").agg(first.alias("_s")).select("session_id", "_s.*"))
-    return keyed.join(repeated, "_key", "left_anti").drop("_key").unionByName(resolved)
+    resolved = twice.groupBy("session_id").agg(first.alias("_s")).select("session_id", "_s.*")
+    return once.unionByName(resolved)

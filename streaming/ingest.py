@@ -132,6 +132,29 @@ def local_path(uri: str) -> str:
     return "file:/" + uri.removeprefix("file:").lstrip("/") if uri.startswith("file:") else uri
 
 
+class FileNumbers:
+    """A batch's rows keep the number of their Bronze file in `names` (sorted) rather than its path
+    while they are checkpointed: the path (~60-100 bytes) was a quarter of each kept row, and a
+    leaner checkpoint is quicker to build (1M lines: ~0.5-1 s, measured in turns). A row whose path
+    is not among `names` keeps it in full, so no row's source_file is ever lost. Numbers in name
+    order: the least number is the least name, as the dedupe's first file."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def compact(self, rows: DataFrame) -> DataFrame:
+        numbers = F.create_map(*[F.lit(x) for i, name in enumerate(self.names) for x in (name, i)])
+        number = numbers[F.col("source_file")] if self.names else F.lit(None).cast("int")
+        others = [c for c in rows.columns if c != "source_file"]
+        return rows.select(*others, number.alias("_file_number"),
+                           F.when(number.isNull(), F.col("source_file")).alias("_file_path"))
+
+    def expand(self, rows: DataFrame) -> DataFrame:
+        # get, not element_at: Spark 4.2's element_at(<array literal>, NULL) is the array's last element
+        name = F.get(F.array(*[F.lit(n) for n in self.names]), F.col("_file_number"))
+        return rows.withColumn("source_file", F.coalesce(name, F.col("_file_path"))).drop("_file_number", "_file_path")
+
+
 class SilverBatchWriter:
     """The foreachBatch function: check the files, validate, insert new sessions, append quarantine, count."""
 
@@ -174,11 +197,12 @@ class SilverBatchWriter:
         # not a second job (measured: a warm 1M-line ingest 18.6 -> 16.9 s, medians of seven pairs
         # in turns; a cold run's 10k-line batch within the noise).
         observed = Observation(f"ingest_batch_{batch_id}")
-        candidates = (transform.bronze_to_silver(batch, self.key, utf8_lines=utf8_lines)
-                      .observe(observed, *_batch_statistics())
+        numbers = FileNumbers(sorted({local_path(uri) for uri in files}))
+        candidates = (numbers.compact(transform.bronze_to_silver(batch, self.key, utf8_lines=utf8_lines)
+                                      .observe(observed, *_batch_statistics()))
                       .localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK_DESER))
         try:
-            self._write(candidates, observed.get, batch_id, unreadable)
+            self._write(numbers.expand(candidates), observed.get, batch_id, unreadable)
         finally:
             try:
                 free_local_checkpoint(candidates)

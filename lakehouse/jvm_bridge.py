@@ -97,13 +97,18 @@ def bounding(spark: SparkSession) -> Any:
 
 
 REPEATED_KEYS = "lakehouse_repeated_keys"  # the session's temporary aggregate function (lakehouse/jvm/RepeatedKeys.java)
+# Past this many keys REPEATED_KEYS gives null (its caller counts them otherwise): the driver holds
+# them all, twice while it sorts them (8 bytes each).
+MAX_OBSERVED_KEYS = 4_000_000
 
 
-def register_repeated_keys(spark: SparkSession) -> None:
+def register_repeated_keys(spark: SparkSession, max_keys: int = MAX_OBSERVED_KEYS) -> None:
     """Registers REPEATED_KEYS, once per session: the 64-bit keys seen more than once, as 8-byte
-    big-endian values."""
-    if not spark.catalog.functionExists(REPEATED_KEYS):
-        _our_class(spark, "RepeatedKeys").register(spark._jsparkSession, REPEATED_KEYS)
+    big-endian values, or null past `max_keys` keys. (Registered again, Spark warns; and a
+    permanent function of that name must not stand in for it, so the session is asked nothing.)"""
+    if getattr(spark, "_lakehouse_repeated_keys", None) != max_keys:
+        _our_class(spark, "RepeatedKeys").register(spark._jsparkSession, REPEATED_KEYS, max_keys)
+        spark._lakehouse_repeated_keys = max_keys  # type: ignore[attr-defined]
 
 
 def key_in(spark: SparkSession, key: Column, repeated: bytes) -> Column:

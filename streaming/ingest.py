@@ -133,14 +133,17 @@ def local_path(uri: str) -> str:
 
 
 class FileNumbers:
-    """A batch's rows keep the number of their Bronze file in `names` (sorted) rather than its path
-    while they are checkpointed: the path (~60-100 bytes) was a quarter of each kept row, and a
-    leaner checkpoint is quicker to build (1M lines: ~0.5-1 s, measured in turns). A row whose path
-    is not among `names` keeps it in full, so no row's source_file is ever lost. Numbers in name
-    order: the least number is the least name, as the dedupe's first file."""
+    """A batch's rows keep the number of their Bronze file in `names` rather than its path while
+    they are checkpointed: the path (~60-100 bytes) was a quarter of each kept row, and a leaner
+    checkpoint is quicker to build (1M lines: ~0.5-1 s, measured in turns). A row whose path is not
+    among `names` keeps it in full, so no row's source_file is ever lost. Spark looks a path up in
+    a literal map by comparing it with each key in turn, so a batch of more than MAX_FILES files
+    keeps its paths as they are."""
+
+    MAX_FILES = 64
 
     def __init__(self, names: list[str]):
-        self.names = names
+        self.names = names if len(names) <= self.MAX_FILES else []
 
     def compact(self, rows: DataFrame) -> DataFrame:
         numbers = F.create_map(*[F.lit(x) for i, name in enumerate(self.names) for x in (name, i)])
@@ -235,7 +238,7 @@ class SilverBatchWriter:
         version = catalog.latest_version(self.spark, self.loc.silver_sessions)
         if stats["valid"]:
             inserted = self._insert(transform.valid_sessions(candidates), stats["valid"] <= catalog.LOCAL_FRAME_ROWS,
-                                    *self._window(stats["lo"], stats["hi"]), self._dedupe(bytes(stats["repeated"])))
+                                    *self._window(stats["lo"], stats["hi"]), self._dedupe(stats["repeated"]))
         if catalog.latest_version(self.spark, self.loc.silver_sessions) == version:
             # Every batch is one commit of silver.sessions, new sessions or not: its version number
             # (published in Gold) then counts Bronze deliveries, and says nothing of their content.
@@ -289,17 +292,17 @@ class SilverBatchWriter:
         widen = int(self.window.total_seconds())
         return dt.datetime.fromtimestamp(lo - widen, dt.UTC), dt.datetime.fromtimestamp(hi + widen, dt.UTC)
 
-    def _dedupe(self, repeated: bytes) -> Dedupe:
+    def _dedupe(self, repeated: bytes | None) -> Dedupe:
         """The batch's dedupe, given the session keys its valid rows hold more than once (8 bytes each,
         observed while the batch was checkpointed): none to resolve, nearly always - the rows as they
         are; a few - only their rows resolved, found by a hash set of the keys (the count per key,
         its shuffle and broadcast were two more jobs over the batch: ~1 s of 1M sessions, measured);
-        many - counted again by Spark."""
-        if not repeated:
+        many, or a batch too big to observe them (None) - counted again by Spark."""
+        if repeated is not None and not repeated:
             return _as_they_are
-        if len(repeated) > 8 * MAX_KNOWN_REPEATS:
+        if repeated is None or len(repeated) > 8 * MAX_KNOWN_REPEATS:
             return transform.dedupe_sessions
-        known = jvm_bridge.key_in(self.spark, transform.session_key(), repeated)
+        known = jvm_bridge.key_in(self.spark, transform.session_key(), bytes(repeated))
         return lambda sessions: transform.dedupe_sessions(sessions, repeated=known)
 
     def _insert(self, sessions: DataFrame, small: bool, lo: dt.datetime, hi: dt.datetime, dedupe: Dedupe) -> int:

@@ -251,6 +251,8 @@ def dedupe_sessions(sessions: DataFrame, key: Column | None = None, repeated: Co
         twice = keyed.join(counted, "_key", "left_semi").drop("_key")
         once = keyed.join(counted, "_key", "left_anti").drop("_key")
     else:
+        # a null test resolves the row too: no row falls between the two
+        repeated = F.coalesce(repeated, F.lit(True))
         twice, once = sessions.where(repeated), sessions.where(~repeated)
     others = [c for c in sessions.columns if c != "session_id"]
     first = F.min_by(F.struct(*others), F.struct("source_file", "session_start", "user_id"))

@@ -23,41 +23,71 @@ import org.apache.spark.sql.functions;
  * count per key shuffled, then broadcast). Each task keeps its keys in a primitive array (8 bytes a
  * row); the driver merges the tasks' arrays and sorts them once.
  *
- * <p>The result is the repeated keys, ascending, each once, as 8-byte big-endian values.
+ * <p>The result is the repeated keys, ascending, each once, as 8-byte big-endian values; null when
+ * there were more than {@code maxKeys} keys (the driver holds all of them at once, twice while it
+ * sorts them), and the caller must count them otherwise.
  */
 public final class RepeatedKeys extends Aggregator<Long, RepeatedKeys.Keys, byte[]> {
   private static final long serialVersionUID = 1L;
+  private final int maxKeys;
 
-  /** The keys seen so far, in arrival order. */
+  public RepeatedKeys(int maxKeys) {
+    this.maxKeys = maxKeys;
+  }
+
+  /** The keys seen so far, in arrival order; none kept once there are too many (overflow). */
   public static final class Keys implements Serializable {
     private static final long serialVersionUID = 1L;
     private transient long[] values = new long[256];
     private transient int size;
+    private transient boolean overflow;
 
-    void add(long key) {
+    void add(long key, int maxKeys) {
+      if (overflow) {
+        return;
+      }
+      if (size == maxKeys) {
+        drop();
+        return;
+      }
       if (size == values.length) {
-        values = Arrays.copyOf(values, values.length * 2);
+        values = Arrays.copyOf(values, (int) Math.min((long) values.length * 2, maxKeys));
       }
       values[size++] = key;
     }
 
-    void addAll(Keys other) {
+    void addAll(Keys other, int maxKeys) {
+      if (overflow || other.overflow || (long) size + other.size > maxKeys) {
+        drop();
+        return;
+      }
       if (size + other.size > values.length) {
-        values = Arrays.copyOf(values, Math.max(size + other.size, values.length * 2));
+        values = Arrays.copyOf(values, (int) Math.min(Math.max((long) size + other.size, (long) values.length * 2),
+            maxKeys));
       }
       System.arraycopy(other.values, 0, values, size, other.size);
       size += other.size;
     }
 
+    private void drop() {
+      overflow = true;
+      values = new long[0];
+      size = 0;
+    }
+
     // only the keys, not the array's spare capacity
     private void writeObject(ObjectOutputStream out) throws IOException {
+      out.defaultWriteObject();
+      out.writeBoolean(overflow);
       out.writeInt(size);
       for (int i = 0; i < size; i++) {
         out.writeLong(values[i]);
       }
     }
 
-    private void readObject(ObjectInputStream in) throws IOException {
+    private void readObject(ObjectInputStream in) throws IOException, ClassNotFoundException {
+      in.defaultReadObject();
+      overflow = in.readBoolean();
       size = in.readInt();
       values = new long[Math.max(size, 256)];
       for (int i = 0; i < size; i++) {
@@ -74,29 +104,42 @@ public final class RepeatedKeys extends Aggregator<Long, RepeatedKeys.Keys, byte
   @Override
   public Keys reduce(Keys keys, Long key) {
     if (key != null) {
-      keys.add(key);
+      keys.add(key, maxKeys);
     }
     return keys;
   }
 
   @Override
   public Keys merge(Keys a, Keys b) {
-    a.addAll(b);
+    a.addAll(b, maxKeys);
     return a;
   }
 
   @Override
   public byte[] finish(Keys keys) {
+    if (keys.overflow) {
+      return null;
+    }
     long[] sorted = Arrays.copyOf(keys.values, keys.size);
     Arrays.sort(sorted);
-    ByteBuffer repeated = ByteBuffer.allocate(8 * sorted.length);
+    int repeats = 0;
     for (int i = 1; i < sorted.length; i++) {
-      // the first repeat of a run of equal keys
-      if (sorted[i] == sorted[i - 1] && (i == 1 || sorted[i - 1] != sorted[i - 2])) {
+      if (firstRepeat(sorted, i)) {
+        repeats++;
+      }
+    }
+    ByteBuffer repeated = ByteBuffer.allocate(8 * repeats);
+    for (int i = 1; i < sorted.length; i++) {
+      if (firstRepeat(sorted, i)) {
         repeated.putLong(sorted[i]);
       }
     }
-    return Arrays.copyOf(repeated.array(), repeated.position());
+    return repeated.array();
+  }
+
+  /** Whether sorted[i] is the second key of a run of equal keys. */
+  private static boolean firstRepeat(long[] sorted, int i) {
+    return sorted[i] == sorted[i - 1] && (i == 1 || sorted[i - 1] != sorted[i - 2]);
   }
 
   @Override
@@ -110,8 +153,8 @@ public final class RepeatedKeys extends Aggregator<Long, RepeatedKeys.Keys, byte
   }
 
   /** Registers the aggregate as the session's temporary function {@code name}. */
-  public static void register(SparkSession spark, String name) {
-    spark.udf().register(name, functions.udaf(new RepeatedKeys(), Encoders.LONG()));
+  public static void register(SparkSession spark, String name, int maxKeys) {
+    spark.udf().register(name, functions.udaf(new RepeatedKeys(maxKeys), Encoders.LONG()));
   }
 
   /** {@code key IN (the keys of a result of this aggregate)}: Spark's optimizer makes it a hash set lookup. */

@@ -28,3 +28,14 @@ def test_no_names_keeps_every_path(spark):
     numbers = FileNumbers([])
     assert numbers.compact(df).where(F.col("_file_number").isNotNull()).count() == 0
     assert_df_equality(numbers.expand(numbers.compact(df)), df, ignore_row_order=True)
+
+
+def test_a_batch_of_many_files_keeps_its_paths(spark):
+    """Spark looks a path up in a literal map key by key: past MAX_FILES the paths stay as they are."""
+    many = [f"file:/b/{i}.jsonl" for i in range(FileNumbers.MAX_FILES + 1)]
+    df = spark.createDataFrame([(str(i), path) for i, path in enumerate(many)], "v string, source_file string")
+    numbers = FileNumbers(many)
+    assert numbers.compact(df).where(F.col("_file_number").isNotNull()).count() == 0
+    assert_df_equality(numbers.expand(numbers.compact(df)), df, ignore_row_order=True)
+    fewer = FileNumbers(many[:-1])
+    assert fewer.compact(df).where(F.col("_file_number").isNotNull()).count() == FileNumbers.MAX_FILES

@@ -18,15 +18,18 @@ def _keys(result: bytes) -> list[int]:
     return list(struct.unpack(f">{len(result) // 8}q", result))
 
 
-def _repeated(spark, keys: list[int | None], tasks: int, observed: bool) -> bytes:
-    jvm_bridge.register_repeated_keys(spark)
+def _repeated(spark, keys: list[int | None], tasks: int, observed: bool,
+              max_keys: int = jvm_bridge.MAX_OBSERVED_KEYS) -> bytes | None:
+    jvm_bridge.register_repeated_keys(spark, max_keys)
     df = spark.createDataFrame([(k,) for k in keys], "k long").repartition(tasks)
     aggregate = F.call_function(jvm_bridge.REPEATED_KEYS, F.col("k")).alias("r")
     if not observed:
-        return bytes(df.agg(aggregate).first()["r"])
-    seen = Observation("repeated_keys_test")
-    df.observe(seen, aggregate).write.format("noop").mode("overwrite").save()
-    return bytes(seen.get["r"])
+        result = df.agg(aggregate).first()["r"]
+    else:
+        seen = Observation("repeated_keys_test")
+        df.observe(seen, aggregate).write.format("noop").mode("overwrite").save()
+        result = seen.get["r"]
+    return None if result is None else bytes(result)
 
 
 @pytest.mark.parametrize("observed", [True, False], ids=["observed", "aggregated"])
@@ -39,7 +42,19 @@ def test_repeated_keys_are_those_python_counts_more_than_once(spark, tasks, obse
     rng.shuffle(keys)
     expected = sorted(k for k, n in Counter(k for k in keys if k is not None).items() if n > 1)
     assert len(expected) == 43  # keys[:40], the two extremes and -1
-    assert _keys(_repeated(spark, keys, tasks, observed)) == expected
+    result = _repeated(spark, keys, tasks, observed)
+    assert result is not None and _keys(result) == expected
+
+
+@pytest.mark.parametrize("tasks", [1, 4])
+def test_more_keys_than_the_limit_give_null_not_a_partial_answer(spark, tasks):
+    keys: list[int | None] = [1, 2, 3, 4, 5, 5, None, None]  # 6 keys, nulls not counted
+    try:
+        assert _repeated(spark, keys, tasks, True, max_keys=6) == struct.pack(">q", 5)
+        assert _repeated(spark, keys, tasks, True, max_keys=5) is None
+        assert _repeated(spark, keys, tasks, False, max_keys=5) is None
+    finally:
+        jvm_bridge.register_repeated_keys(spark)
 
 
 def test_no_rows_or_no_repeats_give_no_keys(spark):

@@ -96,23 +96,20 @@ def bounding(spark: SparkSession) -> Any:
     return _our_class(spark, "Bounding")
 
 
-REPEATED_KEYS = "lakehouse_repeated_keys"  # the session's temporary aggregate function (lakehouse/jvm/RepeatedKeys.java)
-# Past this many keys REPEATED_KEYS gives null (its caller counts them otherwise): the driver holds
+# Past this many keys repeated_keys gives None (its caller counts them otherwise): the driver holds
 # them all, twice while it sorts them (8 bytes each).
 MAX_OBSERVED_KEYS = 4_000_000
 
 
-def register_repeated_keys(spark: SparkSession, max_keys: int = MAX_OBSERVED_KEYS) -> None:
-    """Registers REPEATED_KEYS, once per session: the 64-bit keys seen more than once, as 8-byte
-    big-endian values, or null past `max_keys` keys. (Registered again, Spark warns; and a
-    permanent function of that name must not stand in for it, so the session is asked nothing.)"""
-    if getattr(spark, "_lakehouse_repeated_keys", None) != max_keys:
-        _our_class(spark, "RepeatedKeys").register(spark._jsparkSession, REPEATED_KEYS, max_keys)
-        spark._lakehouse_repeated_keys = max_keys  # type: ignore[attr-defined]
+def repeated_keys(keys: DataFrame, max_keys: int = MAX_OBSERVED_KEYS) -> bytes | None:
+    """The values of `keys`' one long column that occur more than once (nulls ignored), each once,
+    as 8-byte big-endian values; None past `max_keys` values (lakehouse/jvm/RepeatedKeys.java)."""
+    found = _our_class(keys.sparkSession, "RepeatedKeys").of(keys._jdf, max_keys)
+    return None if found is None else bytes(found)
 
 
 def key_in(spark: SparkSession, key: Column, repeated: bytes) -> Column:
-    """`key` IN the keys of a REPEATED_KEYS result, built in the JVM: one call, however many keys."""
+    """`key` IN the keys of a repeated_keys result, built in the JVM: one call, however many keys."""
     return Column(_our_class(spark, "RepeatedKeys").isIn(key._jc, bytearray(repeated)))
 
 

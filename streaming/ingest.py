@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from delta.tables import DeltaTable
@@ -53,7 +52,6 @@ from streaming import checkpoint, keys, transform
 from streaming.bronze_files import BRONZE_GLOB, BRONZE_NAME, ignored_warning
 from streaming.result import IngestResult
 
-Dedupe = Callable[[DataFrame], DataFrame]  # a batch's sessions -> one row per session_id
 BATCH_PROPERTY = "lakehouse.lastEmptyIngestBatch"  # set by a batch that brought no new session
 
 
@@ -92,9 +90,6 @@ def _batch_statistics() -> list[Column]:
         F.max(F.when(F.col("reason").isNull(), F.col("session_start"))).cast("long").alias("hi"),
         # a quarantined line is kept whole, however long (a GA export line with its hits: 10-100 KB)
         F.coalesce(F.sum(F.octet_length("raw")), F.lit(0)).alias("bad_bytes"),
-        # the valid rows' session keys seen more than once, for the dedupe (see _dedupe)
-        F.call_function(jvm_bridge.REPEATED_KEYS, F.when(F.col("reason").isNull(), transform.session_key()))
-        .alias("repeated"),
     ]
 
 
@@ -173,7 +168,6 @@ class SilverBatchWriter:
         self.error: LakehouseError | None = None
         self._batch_files = 0
         self.unfinished_batch = checkpoint.unfinished_batch(fs.SparkFiles(spark), loc.ingest_checkpoint)
-        jvm_bridge.register_repeated_keys(spark)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         try:
@@ -238,7 +232,7 @@ class SilverBatchWriter:
         version = catalog.latest_version(self.spark, self.loc.silver_sessions)
         if stats["valid"]:
             inserted = self._insert(transform.valid_sessions(candidates), stats["valid"] <= catalog.LOCAL_FRAME_ROWS,
-                                    *self._window(stats["lo"], stats["hi"]), self._dedupe(stats["repeated"]))
+                                    *self._window(stats["lo"], stats["hi"]))
         if catalog.latest_version(self.spark, self.loc.silver_sessions) == version:
             # Every batch is one commit of silver.sessions, new sessions or not: its version number
             # (published in Gold) then counts Bronze deliveries, and says nothing of their content.
@@ -292,40 +286,26 @@ class SilverBatchWriter:
         widen = int(self.window.total_seconds())
         return dt.datetime.fromtimestamp(lo - widen, dt.UTC), dt.datetime.fromtimestamp(hi + widen, dt.UTC)
 
-    def _dedupe(self, repeated: bytes | None) -> Dedupe:
-        """The batch's dedupe, given the session keys its valid rows hold more than once (8 bytes each,
-        observed while the batch was checkpointed): none to resolve, nearly always - the rows as they
-        are; a few - only their rows resolved, found by a hash set of the keys (the count per key,
-        its shuffle and broadcast were two more jobs over the batch: ~1 s of 1M sessions, measured);
-        many, or a batch too big to observe them (None) - counted again by Spark."""
-        if repeated is not None and not repeated:
-            return _as_they_are
-        if repeated is None or len(repeated) > 8 * MAX_KNOWN_REPEATS:
-            return transform.dedupe_sessions
-        known = jvm_bridge.key_in(self.spark, transform.session_key(), bytes(repeated))
-        return lambda sessions: transform.dedupe_sessions(sessions, repeated=known)
-
-    def _insert(self, sessions: DataFrame, small: bool, lo: dt.datetime, hi: dt.datetime, dedupe: Dedupe) -> int:
+    def _insert(self, sessions: DataFrame, small: bool, lo: dt.datetime, hi: dt.datetime) -> int:
         """Inserts the batch's valid sessions (a session_id maybe more than once) that Silver does not
-        hold within [lo, hi], each once (`dedupe`); how many it inserted. `small`: few enough to
-        collect (see append)."""
+        hold within [lo, hi], each once; how many it inserted. `small`: few enough to collect (see append)."""
         files = self._files_meeting(lo, hi)
         if files is None:  # Delta decides, by its own skipping
             if not catalog.read(self.spark, self.loc.silver_sessions).where(_between("session_start", lo, hi)).inputFiles():
-                return append_sessions(self.loc.silver_sessions, sessions, small, dedupe=dedupe)
+                return append_sessions(self.loc.silver_sessions, sessions, small)
             # only the Silver files whose session_start range meets the window are read: Delta skips
             # the rest by their min/max statistics
             metrics = (DeltaTable.forPath(self.spark, self.loc.silver_sessions).alias("t")
-                       .merge(dedupe(sessions).alias("s"),
+                       .merge(dedupe_batch(sessions).alias("s"),
                               f"t.session_id = s.session_id AND {_between('t.session_start', lo, hi)}")
                        .whenNotMatchedInsertAll()
                        .execute())
             return int(catalog.one(metrics)["num_inserted_rows"])
         if not files:
-            return append_sessions(self.loc.silver_sessions, sessions, small, dedupe=dedupe)
+            return append_sessions(self.loc.silver_sessions, sessions, small)
         stored = (self.spark.read.schema("session_id STRING, session_start TIMESTAMP").parquet(*files)
                   .where(_between("session_start", lo, hi)).select("session_id"))
-        return append_sessions(self.loc.silver_sessions, sessions, small, stored, dedupe)
+        return append_sessions(self.loc.silver_sessions, sessions, small, stored)
 
     def _files_meeting(self, lo: dt.datetime, hi: dt.datetime) -> list[str] | None:
         """The Silver files that may hold a session within [lo, hi], from the log's statistics
@@ -339,12 +319,22 @@ class SilverBatchWriter:
             return None
 
 
-def _as_they_are(sessions: DataFrame) -> DataFrame:
-    return sessions
+def dedupe_batch(sessions: DataFrame) -> DataFrame:
+    """transform.dedupe_sessions of a batch kept by Spark, given the session keys it holds more than
+    once, found by one pass over its rows (lakehouse/jvm/RepeatedKeys.java): none, nearly always -
+    the rows as they are; a few - only their rows resolved, found by a hash set of the keys (Spark's
+    count per key, its shuffle and broadcast took two more jobs: ~1 s of 1M sessions, measured);
+    many, or too many sessions to hold their keys - counted by Spark."""
+    repeated = jvm_bridge.repeated_keys(sessions.select(transform.session_key()))
+    if repeated is None or len(repeated) > 8 * MAX_KNOWN_REPEATS:
+        return transform.dedupe_sessions(sessions)
+    if not repeated:
+        return sessions
+    return transform.dedupe_sessions(
+        sessions, repeated=jvm_bridge.key_in(sessions.sparkSession, transform.session_key(), repeated))
 
 
-def append_sessions(path: str, sessions: DataFrame, small: bool, stored: DataFrame | None = None,
-                    dedupe: Dedupe = transform.dedupe_sessions) -> int:
+def append_sessions(path: str, sessions: DataFrame, small: bool, stored: DataFrame | None = None) -> int:
     """Appends a batch's `sessions` but those whose session_id is in `stored` (the ids Silver holds
     in the batch's window), once per session_id: where the batch holds a session twice, the first
     file's copy (transform.dedupe_sessions). A small batch on a local Silver is collected as it is
@@ -363,7 +353,7 @@ def append_sessions(path: str, sessions: DataFrame, small: bool, stored: DataFra
             small = False  # delta-rs cannot append to it (and has said why): Spark's write
         except catalog.RepeatedValues:
             pass
-    return append(path, new(dedupe(sessions)), small)
+    return append(path, new(dedupe_batch(sessions)), small)
 
 
 def append(path: str, rows: DataFrame, small: bool) -> int:

@@ -98,10 +98,10 @@ def bounding(spark: SparkSession) -> Any:
 
 # Past this many keys repeated_keys gives None (its caller counts them otherwise): the driver holds
 # them all, twice while it sorts them (8 bytes each).
-MAX_OBSERVED_KEYS = 4_000_000
+MAX_KEYS = 4_000_000
 
 
-def repeated_keys(keys: DataFrame, max_keys: int = MAX_OBSERVED_KEYS) -> bytes | None:
+def repeated_keys(keys: DataFrame, max_keys: int = MAX_KEYS) -> bytes | None:
     """The values of `keys`' one long column that occur more than once (nulls ignored), each once,
     as 8-byte big-endian values; None past `max_keys` values (lakehouse/jvm/RepeatedKeys.java)."""
     found = _our_class(keys.sparkSession, "RepeatedKeys").of(keys._jdf, max_keys)

@@ -231,7 +231,7 @@ class SilverBatchWriter:
         self.lease.check(f"inserting ingest batch {batch_id} into silver.sessions")
         version = catalog.latest_version(self.spark, self.loc.silver_sessions)
         if stats["valid"]:
-            inserted = self._insert(transform.valid_sessions(candidates), stats["valid"] <= catalog.LOCAL_FRAME_ROWS,
+            inserted = self._insert(transform.valid_sessions(candidates), stats["valid"],
                                     *self._window(stats["lo"], stats["hi"]))
         if catalog.latest_version(self.spark, self.loc.silver_sessions) == version:
             # Every batch is one commit of silver.sessions, new sessions or not: its version number
@@ -286,26 +286,26 @@ class SilverBatchWriter:
         widen = int(self.window.total_seconds())
         return dt.datetime.fromtimestamp(lo - widen, dt.UTC), dt.datetime.fromtimestamp(hi + widen, dt.UTC)
 
-    def _insert(self, sessions: DataFrame, small: bool, lo: dt.datetime, hi: dt.datetime) -> int:
-        """Inserts the batch's valid sessions (a session_id maybe more than once) that Silver does not
-        hold within [lo, hi], each once; how many it inserted. `small`: few enough to collect (see append)."""
+    def _insert(self, sessions: DataFrame, rows: int, lo: dt.datetime, hi: dt.datetime) -> int:
+        """Inserts the batch's valid sessions (`rows` of them, a session_id maybe more than once) that
+        Silver does not hold within [lo, hi], each once; how many it inserted."""
         files = self._files_meeting(lo, hi)
         if files is None:  # Delta decides, by its own skipping
             if not catalog.read(self.spark, self.loc.silver_sessions).where(_between("session_start", lo, hi)).inputFiles():
-                return append_sessions(self.loc.silver_sessions, sessions, small)
+                return append_sessions(self.loc.silver_sessions, sessions, rows)
             # only the Silver files whose session_start range meets the window are read: Delta skips
             # the rest by their min/max statistics
             metrics = (DeltaTable.forPath(self.spark, self.loc.silver_sessions).alias("t")
-                       .merge(dedupe_batch(sessions).alias("s"),
+                       .merge(dedupe_batch(sessions, rows).alias("s"),
                               f"t.session_id = s.session_id AND {_between('t.session_start', lo, hi)}")
                        .whenNotMatchedInsertAll()
                        .execute())
             return int(catalog.one(metrics)["num_inserted_rows"])
         if not files:
-            return append_sessions(self.loc.silver_sessions, sessions, small)
+            return append_sessions(self.loc.silver_sessions, sessions, rows)
         stored = (self.spark.read.schema("session_id STRING, session_start TIMESTAMP").parquet(*files)
                   .where(_between("session_start", lo, hi)).select("session_id"))
-        return append_sessions(self.loc.silver_sessions, sessions, small, stored)
+        return append_sessions(self.loc.silver_sessions, sessions, rows, stored)
 
     def _files_meeting(self, lo: dt.datetime, hi: dt.datetime) -> list[str] | None:
         """The Silver files that may hold a session within [lo, hi], from the log's statistics
@@ -319,12 +319,15 @@ class SilverBatchWriter:
             return None
 
 
-def dedupe_batch(sessions: DataFrame) -> DataFrame:
-    """transform.dedupe_sessions of a batch kept by Spark, given the session keys it holds more than
-    once, found by one pass over its rows (lakehouse/jvm/RepeatedKeys.java): none, nearly always -
-    the rows as they are; a few - only their rows resolved, found by a hash set of the keys (Spark's
-    count per key, its shuffle and broadcast took two more jobs: ~1 s of 1M sessions, measured);
-    many, or too many sessions to hold their keys - counted by Spark."""
+def dedupe_batch(sessions: DataFrame, rows: int) -> DataFrame:
+    """transform.dedupe_sessions of a batch kept by Spark (`rows` sessions), given the session keys
+    it holds more than once, found by one pass over its rows (lakehouse/jvm/RepeatedKeys.java):
+    none, nearly always - the rows as they are; a few - only their rows resolved, found by a hash
+    set of the keys (Spark's count per key, its shuffle and broadcast took two more jobs: ~1 s of 1M
+    sessions, measured); many, or too many sessions for the driver to hold their keys - counted by
+    Spark."""
+    if rows > jvm_bridge.MAX_KEYS:
+        return transform.dedupe_sessions(sessions)
     repeated = jvm_bridge.repeated_keys(sessions.select(transform.session_key()))
     if repeated is None or len(repeated) > 8 * MAX_KNOWN_REPEATS:
         return transform.dedupe_sessions(sessions)
@@ -334,14 +337,15 @@ def dedupe_batch(sessions: DataFrame) -> DataFrame:
         sessions, repeated=jvm_bridge.key_in(sessions.sparkSession, transform.session_key(), repeated))
 
 
-def append_sessions(path: str, sessions: DataFrame, small: bool, stored: DataFrame | None = None) -> int:
+def append_sessions(path: str, sessions: DataFrame, rows: int, stored: DataFrame | None = None) -> int:
     """Appends a batch's `sessions` but those whose session_id is in `stored` (the ids Silver holds
     in the batch's window), once per session_id: where the batch holds a session twice, the first
     file's copy (transform.dedupe_sessions). A small batch on a local Silver is collected as it is
     and appended if no id is left there twice - nearly every batch - without dedupe's shuffle and
     broadcast join (~0.9 s of a cold run's 10k-session batch, measured); otherwise it is
     deduplicated first. (Taking out the stored ids removes all of an id's copies or none: before
-    or after dedupe, the same rows remain.)"""
+    or after dedupe, the same rows remain.) `rows`: how many sessions the batch holds."""
+    small = rows <= catalog.LOCAL_FRAME_ROWS  # few enough to collect (see append)
     def new(rows: DataFrame) -> DataFrame:
         return rows if stored is None else rows.join(stored, "session_id", "left_anti")
 
@@ -353,7 +357,7 @@ def append_sessions(path: str, sessions: DataFrame, small: bool, stored: DataFra
             small = False  # delta-rs cannot append to it (and has said why): Spark's write
         except catalog.RepeatedValues:
             pass
-    return append(path, new(dedupe_batch(sessions)), small)
+    return append(path, new(dedupe_batch(sessions, rows)), small)
 
 
 def append(path: str, rows: DataFrame, small: bool) -> int:

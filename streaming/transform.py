@@ -241,7 +241,7 @@ def dedupe_sessions(sessions: DataFrame, key: Column | None = None, repeated: Co
     resolved apart by their id, and every other row passes through unshuffled. (Counting the
     64-character ids themselves: 1.3 s against 0.8 s for 1M sessions, measured.) `key`: the hash, a
     column of session_id (the tests' colliding ones). `repeated`: whether a row's key is among those
-    known to be there more than once (streaming.ingest observes them while it parses the batch); if
+    known to be there more than once (streaming.ingest finds them in one pass over the batch); if
     None, they are counted here, by a shuffle of the hashes and a broadcast of the repeated ones.
     """
     if repeated is None:

@@ -11,6 +11,7 @@ import org.apache.spark.sql.Column;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.types.LongType;
 
 /**
  * The 64-bit keys that occur more than once in a frame's one long column (nulls ignored): the
@@ -30,6 +31,9 @@ public final class RepeatedKeys {
    * twice while it sorts them), and the caller must count them otherwise.
    */
   public static byte[] of(Dataset<Row> keys, int maxKeys) {
+    if (!(keys.schema().fields()[0].dataType() instanceof LongType)) {
+      throw new IllegalArgumentException("RepeatedKeys.of reads a long column, not " + keys.schema().fields()[0]);
+    }
     List<long[]> perTask = keys.queryExecution().toRdd().toJavaRDD()
         .mapPartitions((Iterator<InternalRow> it) -> Collections.singletonList(read(it, maxKeys)).iterator())
         .collect();

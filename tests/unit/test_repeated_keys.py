@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from lakehouse import jvm_bridge
+from streaming.ingest import dedupe_batch
 
 
 def _keys(result: bytes) -> list[int]:
@@ -54,3 +55,18 @@ def test_key_in_selects_the_rows_of_the_repeated_keys(spark):
     got = sorted(r["k"] for r in df.where(jvm_bridge.key_in(spark, F.col("k"), repeated)).collect())
     assert got == [7, 7, 7, 499, 499]
     assert df.where(jvm_bridge.key_in(spark, F.col("k"), b"")).count() == 0
+
+
+def test_only_a_long_column_is_read(spark):
+    with pytest.raises(Exception, match="reads a long column"):
+        jvm_bridge.repeated_keys(spark.createDataFrame([(1,)], "k int"))
+
+
+@pytest.mark.parametrize("rows", [6, jvm_bridge.MAX_KEYS + 1], ids=["keys found", "too many: counted by Spark"])
+def test_dedupe_batch_keeps_the_first_files_copy_of_each_session(spark, rows):
+    data = [("a", "file:/b/2.jsonl", 1), ("a", "file:/b/1.jsonl", 2), ("b", "file:/b/2.jsonl", 3),
+            ("c", "file:/b/1.jsonl", 4), ("c", "file:/b/3.jsonl", 5), ("d", "file:/b/3.jsonl", 6)]
+    sessions = spark.createDataFrame(data, "session_id string, source_file string, n int").select(
+        "session_id", "source_file", F.timestamp_seconds("n").alias("session_start"), F.lit("u").alias("user_id"), "n")
+    got = sorted((r["session_id"], r["source_file"]) for r in dedupe_batch(sessions, rows).collect())
+    assert got == [("a", "file:/b/1.jsonl"), ("b", "file:/b/2.jsonl"), ("c", "file:/b/1.jsonl"), ("d", "file:/b/3.jsonl")]

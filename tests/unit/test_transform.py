@@ -195,7 +195,7 @@ def test_dedupe_resolves_ids_whose_hash_collides_by_the_ids_themselves(spark):
     for key in (None, F.lit(0), F.length("session_id")):
         got = transform.dedupe_sessions(df, key).select("session_id", "source_file", "n")
         assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
-    # the rows known to repeat (as the ingest observes them), or more of them: the same rows are kept
+    # the rows known to repeat (as the ingest finds them), or more of them: the same rows are kept
     # (a null test resolves the row: whatever the condition, no row is lost)
     for repeated in (F.col("session_id").isin("a", "c"), F.lit(True), F.length("session_id") == 1,
                      F.when(F.col("session_id") != "a", F.lit(None).cast("boolean")).otherwise(True)):

@@ -346,8 +346,9 @@ def append_sessions(path: str, sessions: DataFrame, rows: int, stored: DataFrame
     deduplicated first. (Taking out the stored ids removes all of an id's copies or none: before
     or after dedupe, the same rows remain.) `rows`: how many sessions the batch holds."""
     small = rows <= catalog.LOCAL_FRAME_ROWS  # few enough to collect (see append)
-    def new(rows: DataFrame) -> DataFrame:
-        return rows if stored is None else rows.join(stored, "session_id", "left_anti")
+
+    def new(frame: DataFrame) -> DataFrame:
+        return frame if stored is None else frame.join(stored, "session_id", "left_anti")
 
     if small and catalog.delta_rs_path(path):
         try:

@@ -141,8 +141,8 @@ class FileNumbers:
         self.names = names if len(names) <= self.MAX_FILES else []
 
     def compact(self, rows: DataFrame) -> DataFrame:
-        numbers = F.create_map(*[F.lit(x) for i, name in enumerate(self.names) for x in (name, i)])
-        number = numbers[F.col("source_file")] if self.names else F.lit(None).cast("int")
+        number = (F.create_map(*[F.lit(x) for i, name in enumerate(self.names) for x in (name, i)])[F.col("source_file")]
+                  if self.names else F.lit(None).cast("int"))
         others = [c for c in rows.columns if c != "source_file"]
         return rows.select(*others, number.alias("_file_number"),
                            F.when(number.isNull(), F.col("source_file")).alias("_file_path"))

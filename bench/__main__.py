@@ -74,14 +74,15 @@ def prepare_data(data: Path, sessions: int, increment: int, n_increments: int) -
 
     base = ensure(f"bronze-{sessions}", sessions=sessions, files=max(1, sessions // 50_000), seed=1,
                   start=BASE_END - dt.timedelta(days=365), days=365, duplicate_rate=0.002, bad_rate=0.001)
-    # Enough lines for the JIT to compile the ingest's hot paths before anything is timed (after a
-    # warm-up of 2k lines the first timed 1M-line ingest took 32 s, the next ones 22 and 20 s).
+    # The growth task's untimed increment: enough lines for the JIT to compile the ingest's hot paths
+    # before anything is timed (after a warm-up of 2k lines the first timed 1M-line ingest took 32 s,
+    # the next ones 22 and 20 s).
     warmup_sessions = min(50_000, sessions)
     warmup = ensure(f"warmup-{warmup_sessions}", sessions=warmup_sessions, seed=100, start=BASE_END, days=1)
     increments = [ensure(f"increment-{increment}-{i}", sessions=increment, seed=101 + i,
                          start=BASE_END + dt.timedelta(days=2 + 2 * i), days=2) for i in range(n_increments)]
     one_file = lambda folder: str(next(folder.glob("*.jsonl")))  # noqa: E731
-    return {"base": str(base), "warmup_dir": str(warmup), "warmup_file": one_file(warmup),
+    return {"base": str(base), "warmup_file": one_file(warmup),
             "increments": [one_file(f) for f in increments]}
 
 
@@ -214,8 +215,8 @@ def measure(args: argparse.Namespace, work: Path, sessions: int, large: int, inc
     data = prepare_data(args.data, sessions, increment, 2 * reps)  # half for the growth task, half for cold runs
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    ingest = run_task("ingest_vs_plain", {"bronze": data["base"], "warmup_bronze": data["warmup_dir"],
-                                          "work": str(work / "ingest"), "reps": reps}, args.in_process)
+    ingest = run_task("ingest_vs_plain", {"bronze": data["base"], "work": str(work / "ingest"), "reps": reps},
+                      args.in_process)
     release = run_task("release_vs_plain", {"silver_root": ingest["silver_root"], "work": str(work / "release"),
                                             "reps": reps, "reference": reference}, args.in_process)
     growth = {int(rows): result for rows, result in run_task(

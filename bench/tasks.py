@@ -49,21 +49,24 @@ def summary(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "runs_s": [round(t, 3) for t in times]}
 
 
-def taking_turns(reps: int, runs: dict[str, Callable[[int], float]], measured: str) -> tuple[dict, float]:
+def taking_turns(reps: int, runs: dict[str, Callable[[int], float]], measured: str,
+                 untimed_rounds: int = 0) -> tuple[dict, float]:
     """`reps` repetitions of each run (given the repetition's number, it returns the seconds it
     timed), the runs taking turns - A B C, A B C... - rather than all of A's repetitions first: the
     JVM still speeds up for minutes after a warm-up (JIT), which favoured whatever was timed last
-    (measured: a 1M-line ingest took 27, 23 then 19 s). Also the peak RSS of the process tree
-    during `measured`'s runs."""
+    (measured: a 1M-line ingest took 27, 23 then 19 s). The first `untimed_rounds` rounds are
+    warm-up, left out of the median and reported apart (`untimed_s`). Also the peak RSS of the
+    process tree during `measured`'s runs, the untimed ones included."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     peak = 0.0
-    for i in range(reps):
+    for i in range(untimed_rounds + reps):
         for name, run in runs.items():
             with PeakRss() as rss:
                 times[name].append(run(i))
             if name == measured:
                 peak = max(peak, rss.peak_mb)
-    return {name: summary(t) for name, t in times.items()}, peak
+    return {name: {**summary(t[untimed_rounds:]), "untimed_s": [round(x, 3) for x in t[:untimed_rounds]]}
+            for name, t in times.items()}, peak
 
 
 # ------------------------------------------------------------------------------------------
@@ -74,20 +77,21 @@ def plain_json_to_parquet(spark: SparkSession, bronze: Path, out: Path) -> None:
     spark.read.schema(BRONZE_SCHEMA).json(str(bronze)).write.mode("overwrite").parquet(str(out))
 
 
-def ingest_vs_plain(spark: SparkSession, bronze: str, warmup_bronze: str, work: str, reps: int) -> dict:
-    bronze, warmup_bronze, work = Path(bronze), Path(warmup_bronze), Path(work)
-    # Warm-up on a small batch: JIT and Spark's code generation, not the figures.
-    config, loc = config_for(work / "warmup", bronze=warmup_bronze)
-    ingest(spark, config, loc)
-    plain_json_to_parquet(spark, warmup_bronze, work / "warm.pq")
-    ingest_floor(spark, warmup_bronze, work / "warm-floor")
-
+def ingest_vs_plain(spark: SparkSession, bronze: str, work: str, reps: int) -> dict:
+    """The ingest, plain Spark's JSON -> Parquet and the ingest floor over the same Bronze, after
+    one untimed round of each on it: a process's first ingest of the full batch was the slowest of
+    every full bench (21.1, 12.5, 16.9 s; 19.0, 12.9, 12.4 s; 16.6, 12.0, 11.3 s), a warm-up of
+    50k lines before it notwithstanding - its heap grows to hold the batch (~150k page faults and
+    full collections), and code the small batch does not reach is compiled - so the median of
+    three was the slower of the other two."""
+    bronze, work = Path(bronze), Path(work)
+    untimed = 1
     times, peak_mb = taking_turns(reps, {
         "ingest": lambda i: timed(partial(ingest, spark, *config_for(work / f"ingest{i}", bronze=bronze))),
         "plain": lambda i: timed(partial(plain_json_to_parquet, spark, bronze, work / f"plain{i}.parquet")),
         "floor": lambda i: timed(partial(ingest_floor, spark, bronze, work / f"floor{i}")),
-    }, measured="ingest")
-    silver_root = work / f"ingest{reps - 1}"
+    }, measured="ingest", untimed_rounds=untimed)
+    silver_root = work / f"ingest{untimed + reps - 1}"
     rows = spark.read.format("delta").load(config_for(silver_root)[1].silver_sessions).count()
     return {**times, "ingest_peak_rss_mb": peak_mb, "silver_rows": rows, "silver_root": str(silver_root)}
 

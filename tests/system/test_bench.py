@@ -57,6 +57,23 @@ def test_figures_are_ratios_of_medians():
     assert bench.hourly_figures({"day_1": {}, "day_60": {}}) == {}  # simulated in-process: no cold runs
 
 
+def test_taking_turns_leaves_the_untimed_rounds_out_of_the_median():
+    from bench.tasks import taking_turns
+    order = []
+
+    def run(name, seconds):
+        def timed_run(i):
+            order.append((name, i))
+            return seconds[i]
+        return timed_run
+
+    times, _ = taking_turns(3, {"a": run("a", [9.0, 1.0, 3.0, 2.0]), "b": run("b", [8.0, 5.0, 4.0, 6.0])},
+                            measured="a", untimed_rounds=1)
+    assert times["a"] == {"median_s": 2.0, "runs_s": [1.0, 3.0, 2.0], "untimed_s": [9.0]}
+    assert times["b"] == {"median_s": 5.0, "runs_s": [5.0, 4.0, 6.0], "untimed_s": [8.0]}
+    assert order == [(name, i) for i in range(4) for name in ("a", "b")]  # in turns, each round numbered
+
+
 def test_tree_rss_counts_this_process():
     assert tree_rss_bytes(os.getpid()) > 10 * 2**20
 
